@@ -1,0 +1,1 @@
+//! Deterministic validators (lane oracles) that judge text outputs without executing anything.

@@ -1,0 +1,1 @@
+//! # nmk-kernel — the scheduler plane

@@ -1,0 +1,2 @@
+//! The `nmk` command line.
+fn main() {}
