@@ -1,1 +1,22 @@
 //! # nmk-kernel — the scheduler plane
+//!
+//! The dispatcher and sole commit path. It owns admission (fail-closed), capabilities, budgets,
+//! the task graph and its run loop, the commit trap, the event trace and its checker, and the
+//! hash-chained proof ledger with its SQLite store.
+//!
+//! What it may not touch: correctness. It never judges a result itself; every verdict comes from
+//! a validator registered with it, or from `nmk-det`, and is written to the ledger with that
+//! validator's identity. It reaches a model only through its own `Proposer` trait, implemented
+//! by the binary; it does not depend on `nmk-neural`.
+
+pub mod budget;
+pub mod capability;
+pub mod ledger;
+pub mod store;
+pub mod verification;
+
+pub use ledger::{
+    Action, Head, Ledger, LedgerEntry, LedgerError, LedgerRecord, ValidatorId, VerifyReport,
+};
+pub use store::Durability;
+pub use verification::Verification;
