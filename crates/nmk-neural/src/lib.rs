@@ -6,3 +6,5 @@
 //! What it may not touch: any other nmk crate. It holds no handle on a verdict, a capability or
 //! the ledger; the kernel reaches it only through its own `Proposer` trait, implemented by the
 //! binary. A test (`crates/nmk/tests/dependency_rule.rs`) enforces this.
+
+pub mod gguf;

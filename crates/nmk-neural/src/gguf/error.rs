@@ -156,7 +156,9 @@ pub enum GgufError {
         type_id: u32,
     },
     /// A tensor's row length is not a multiple of its type's block size.
-    #[error("tensor {name:?}: row length {row} is not a multiple of the {ggml_type} block size {block}")]
+    #[error(
+        "tensor {name:?}: row length {row} is not a multiple of the {ggml_type} block size {block}"
+    )]
     RowNotBlockMultiple {
         /// Tensor name.
         name: String,

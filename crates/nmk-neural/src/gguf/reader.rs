@@ -134,7 +134,10 @@ impl GgufContent {
     /// Parses and validates `bytes` with the given limits.
     pub fn parse_with_limits(bytes: &[u8], limits: &Limits) -> Result<GgufContent, GgufError> {
         Parser {
-            cur: Cursor { data: bytes, pos: 0 },
+            cur: Cursor {
+                data: bytes,
+                pos: 0,
+            },
             limits,
             metadata_budget: limits.max_metadata_bytes,
         }
@@ -177,7 +180,11 @@ impl GgufContent {
     }
 
     /// The data bytes of `info` inside `bytes`, which must be the buffer this was parsed from.
-    pub fn tensor_data<'a>(&self, bytes: &'a [u8], info: &TensorInfo) -> Result<&'a [u8], GgufError> {
+    pub fn tensor_data<'a>(
+        &self,
+        bytes: &'a [u8],
+        info: &TensorInfo,
+    ) -> Result<&'a [u8], GgufError> {
         let range = info.data_range();
         bytes
             .get(range.clone())
@@ -279,8 +286,10 @@ impl<'a> Cursor<'a> {
         }
         let start = self.pos;
         let bytes = self.take(len, what)?;
-        let s = std::str::from_utf8(bytes)
-            .map_err(|_| GgufError::InvalidUtf8 { what, offset: start })?;
+        let s = std::str::from_utf8(bytes).map_err(|_| GgufError::InvalidUtf8 {
+            what,
+            offset: start,
+        })?;
         Ok(s.to_owned())
     }
 }
@@ -390,12 +399,11 @@ impl Parser<'_, '_> {
 
         let file_len = self.cur.data.len();
         let end_of_infos = self.cur.pos as u64;
-        let data_offset_u64 = align_up(end_of_infos, alignment).ok_or(
-            GgufError::DataSectionOutOfBounds {
+        let data_offset_u64 =
+            align_up(end_of_infos, alignment).ok_or(GgufError::DataSectionOutOfBounds {
                 start: u64::MAX,
                 file_len,
-            },
-        )?;
+            })?;
         let data_offset = match usize::try_from(data_offset_u64) {
             Ok(d) if d <= file_len => d,
             // A file without tensors may end right after its metadata.
@@ -544,7 +552,13 @@ impl Parser<'_, '_> {
                 (s, s)
             }
         };
-        self.check_count("array element", count, self.limits.max_array_len, min_file, count_at)?;
+        self.check_count(
+            "array element",
+            count,
+            self.limits.max_array_len,
+            min_file,
+            count_at,
+        )?;
         self.charge(count.saturating_mul(mem), count_at)?;
         let n = usize::try_from(count).map_err(|_| GgufError::CountTooLarge {
             what: "array element",

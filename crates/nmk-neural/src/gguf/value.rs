@@ -558,11 +558,20 @@ mod tests {
         assert_eq!(m.get_u32("a.u64").unwrap(), 7);
         assert_eq!(m.get_i32("a.u64").unwrap(), 7);
         assert_eq!(m.get_i64("a.neg").unwrap(), -3);
-        assert!(matches!(m.get_u32("a.neg"), Err(GgufError::OutOfRange { .. })));
-        assert!(matches!(m.get_u32("a.big"), Err(GgufError::OutOfRange { .. })));
+        assert!(matches!(
+            m.get_u32("a.neg"),
+            Err(GgufError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            m.get_u32("a.big"),
+            Err(GgufError::OutOfRange { .. })
+        ));
         assert_eq!(m.get_u64("a.big").unwrap(), u64::MAX);
         assert!(matches!(m.get_u32("a.s"), Err(GgufError::WrongType { .. })));
-        assert!(matches!(m.get_u32("nope"), Err(GgufError::MissingKey { .. })));
+        assert!(matches!(
+            m.get_u32("nope"),
+            Err(GgufError::MissingKey { .. })
+        ));
         assert_eq!(m.opt_u32("nope").unwrap(), None);
         assert!(m.opt_u32("a.s").is_err());
     }
