@@ -607,3 +607,16 @@ proptest! {
         let _ = GgufFile::from_bytes(bytes);
     }
 }
+
+#[test]
+fn fuzz_seeds_are_valid_files() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/gguf_reader");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let f = GgufFile::open(&path).unwrap();
+        assert!(!f.tensors().is_empty(), "{}", path.display());
+        n += 1;
+    }
+    assert!(n >= 2, "expected fuzz seeds in {}", dir.display());
+}

@@ -1,1 +1,0 @@
-//! Deterministic validators (lane oracles) that judge text outputs without executing anything.
