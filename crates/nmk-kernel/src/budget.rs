@@ -143,13 +143,13 @@ impl Budget {
                 max: self.limits.max_same_op,
             });
         }
-        if let Some(left) = self.tokens_left() {
-            if tokens > left {
-                return Err(BudgetRefusal::Tokens {
-                    asked: tokens,
-                    left,
-                });
-            }
+        if let Some(left) = self.tokens_left()
+            && tokens > left
+        {
+            return Err(BudgetRefusal::Tokens {
+                asked: tokens,
+                left,
+            });
         }
         Ok(())
     }

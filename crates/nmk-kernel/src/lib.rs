@@ -9,14 +9,23 @@
 //! validator's identity. It reaches a model only through its own `Proposer` trait, implemented
 //! by the binary; it does not depend on `nmk-neural`.
 
+pub mod admission;
+pub mod artifact;
 pub mod budget;
 pub mod capability;
 pub mod ledger;
+pub mod ops;
+pub mod scheduler;
 pub mod store;
+pub mod task;
+pub mod trace;
 pub mod verification;
 
+pub use admission::Reject;
 pub use ledger::{
     Action, Head, Ledger, LedgerEntry, LedgerError, LedgerRecord, ValidatorId, VerifyReport,
 };
+pub use scheduler::{RunSummary, Scheduler, SchedulerError};
 pub use store::Durability;
+pub use task::{Task, TaskSpec, TaskStatus};
 pub use verification::Verification;

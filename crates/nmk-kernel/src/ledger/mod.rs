@@ -220,6 +220,21 @@ impl Ledger {
         Ok(verifier.finish())
     }
 
+    /// Verifies the entries appended after `start` (a head the caller trusts, e.g. the head
+    /// before a run began), or the whole chain when `start` is `None`. Cost is proportional to
+    /// the new entries only.
+    pub fn verify_since(&self, start: Option<Head>) -> Result<VerifyReport, LedgerError> {
+        let Some(start) = start else {
+            return self.verify(None);
+        };
+        let mut verifier = ChainVerifier::after(start);
+        self.lock()?.scan(start.seq + 1, &mut |row| {
+            verifier.push(&row.body, Some(&row.hash));
+            true
+        })?;
+        Ok(verifier.finish())
+    }
+
     /// Writes every entry as one canonical JSON line; returns the number written.
     pub fn export_jsonl(&self, out: &mut dyn Write) -> Result<u64, LedgerError> {
         let mut written = 0u64;

@@ -118,6 +118,16 @@ impl ChainVerifier {
         }
     }
 
+    /// A verifier for the entries after `start` (a head already trusted): the first row fed
+    /// must be entry `start.seq + 1`, chained to `start.hash`.
+    pub fn after(start: Head) -> Self {
+        ChainVerifier {
+            index: start.seq + 1,
+            prev: Some(start.hash),
+            ..ChainVerifier::default()
+        }
+    }
+
     fn problem(&mut self, p: Problem) {
         if self.problems.len() < MAX_PROBLEMS {
             self.problems.push(p);
