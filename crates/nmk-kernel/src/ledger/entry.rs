@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use nmk_det::{ContentHash, ValidationLevel, Value, canonical, hash_bytes};
+use nmk_det::{ContentHash, Integer, ValidationLevel, Value, canonical, hash_bytes};
 
 use crate::verification::Verification;
 
@@ -222,9 +222,15 @@ impl LedgerEntry {
             }
             _ => return Err(EntryDecodeError("validator is not a map".into())),
         };
-        let level = str_field(take("level")?, "level")?
+        // Exact names only: a level written in another case is not the entry that was sealed.
+        let level_name = str_field(take("level")?, "level")?;
+        let level = level_name
             .parse::<ValidationLevel>()
-            .map_err(|e| EntryDecodeError(e.to_string()))?;
+            .ok()
+            .filter(|l| l.as_str() == level_name)
+            .ok_or_else(|| {
+                EntryDecodeError(format!("level {level_name:?} is not an exact level name"))
+            })?;
         let verification = str_field(take("verification")?, "verification")?
             .parse::<Verification>()
             .map_err(|e| EntryDecodeError(e.to_string()))?;
@@ -336,9 +342,12 @@ fn str_field(v: Value, name: &str) -> Result<String, EntryDecodeError> {
 }
 
 fn u64_field(v: Value, name: &str) -> Result<u64, EntryDecodeError> {
-    v.as_i64()
-        .and_then(|i| u64::try_from(i).ok())
-        .ok_or_else(|| EntryDecodeError(format!("{name} is not a non-negative integer")))
+    let n = match &v {
+        Value::Int(Integer::Small(i)) => u64::try_from(*i).ok(),
+        Value::Int(Integer::Big(digits)) => digits.parse::<u64>().ok(),
+        _ => None,
+    };
+    n.ok_or_else(|| EntryDecodeError(format!("{name} is not an integer in 0..=2^64-1")))
 }
 
 fn hash_field(v: Value, name: &str) -> Result<ContentHash, EntryDecodeError> {

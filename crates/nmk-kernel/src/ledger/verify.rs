@@ -162,7 +162,10 @@ impl ChainVerifier {
                 found: entry.seq,
             });
         }
-        if !entry.seal_holds() || stored_hash.is_some_and(|h| h != entry.hash.to_hex()) {
+        // The seal covers the decoded fields; requiring the stored text to be exactly their
+        // canonical encoding leaves no byte of it unbound.
+        let exact = entry.to_canonical() == body;
+        if !exact || !entry.seal_holds() || stored_hash.is_some_and(|h| h != entry.hash.to_hex()) {
             self.problem(Problem::SealBroken { seq: entry.seq });
         }
         let expected_prev = if index == 0 {
