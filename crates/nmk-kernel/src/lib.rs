@@ -13,6 +13,7 @@ pub mod admission;
 pub mod artifact;
 pub mod budget;
 pub mod capability;
+pub mod commit_trap;
 pub mod ledger;
 pub mod ops;
 pub mod scheduler;
