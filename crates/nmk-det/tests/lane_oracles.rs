@@ -452,3 +452,23 @@ fn comparison_is_type_strict() {
         &Value::List(vec![])
     ));
 }
+
+#[test]
+fn hostile_repetitions_are_scanned_in_linear_time() {
+    // Quadratic scanning from every overlapping start would take minutes on these.
+    let started = std::time::Instant::now();
+    for text in [
+        "sk-".repeat(300_000),
+        "password=".repeat(100_000),
+        "bearer ".repeat(100_000),
+        "eyJ.".repeat(200_000),
+        "://a:".repeat(200_000),
+    ] {
+        let value = s(&text);
+        let _ = no_secret_or_raw_cot(&value);
+        let _ = evidence_cited(&value);
+        let _ = detect_type(&text);
+    }
+    assert!(xml_well_formed(&"<!--".repeat(100_000)).is_err());
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}

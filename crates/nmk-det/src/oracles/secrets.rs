@@ -152,13 +152,23 @@ fn bounded_starts<'h>(hay: &'h str, needle: &'h str) -> impl Iterator<Item = usi
 
 /// Length of the run of bytes satisfying `ok` starting at `from`.
 fn run_len(bytes: &[u8], from: usize, ok: fn(u8) -> bool) -> usize {
-    bytes
-        .get(from..)
-        .map_or(0, |rest| rest.iter().take_while(|&&b| ok(b)).count())
+    run_len_capped(bytes, from, ok, usize::MAX)
 }
 
+/// Like [`run_len`] but stops counting at `cap`, so that scanning from many overlapping starts
+/// (`sk-sk-sk-…`) stays linear in the text's length.
+fn run_len_capped(bytes: &[u8], from: usize, ok: fn(u8) -> bool, cap: usize) -> usize {
+    bytes.get(from..).map_or(0, |rest| {
+        rest.iter().take(cap).take_while(|&&b| ok(b)).count()
+    })
+}
+
+/// Longest token or assigned value inspected; longer ones are judged by this prefix.
+const MAX_VALUE: usize = 256;
+
 fn prefixed(text: &str, prefix: &str, ok: fn(u8) -> bool, min: usize) -> bool {
-    bounded_starts(text, prefix).any(|i| run_len(text.as_bytes(), i + prefix.len(), ok) >= min)
+    bounded_starts(text, prefix)
+        .any(|i| run_len_capped(text.as_bytes(), i + prefix.len(), ok, min) >= min)
 }
 
 fn secret_shape(text: &str, lower: &str) -> bool {
@@ -219,7 +229,7 @@ fn bearer(text: &str, lower: &str) -> bool {
             return false;
         }
         let start = after + gap;
-        let len = run_len(bytes, start, token_char);
+        let len = run_len_capped(bytes, start, token_char, MAX_VALUE);
         len >= 16
             && text
                 .get(start..start + len)
@@ -273,9 +283,12 @@ fn credential_assignment(text: &str, lower: &str) -> bool {
             }
             pos += run_len(bytes, pos, |b| b == b' ' || b == b'\t');
             pos += run_len(bytes, pos, |b| b == b'"' || b == b'\'');
-            let len = run_len(bytes, pos, |b| {
-                !(b.is_ascii_whitespace() || b"\"',;)}]".contains(&b))
-            });
+            let len = run_len_capped(
+                bytes,
+                pos,
+                |b| !(b.is_ascii_whitespace() || b"\"',;)}]".contains(&b)),
+                MAX_VALUE,
+            );
             len >= MIN_ASSIGNED
                 && text
                     .get(pos..pos + len)
