@@ -1,2 +1,68 @@
-//! The `nmk` command line.
-fn main() {}
+//! `nmk` — the command line of the nmk runtime.
+//!
+//! Owns argument parsing, output formatting (human tables or `--json`), logging set-up and exit
+//! codes. It wires the planes together and is the only place `anyhow` is used.
+
+mod commands;
+mod exit;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// nmk: a language-model runtime behind a small trusted kernel. The model proposes; the kernel
+/// disposes: nothing reaches you before a deterministic validator has judged it, and every
+/// judgement lands in a hash-chained proof ledger.
+#[derive(Debug, Parser)]
+#[command(name = "nmk", version, about, long_about = None, after_help = "Examples:\n  nmk demo\n  nmk ledger verify\n  nmk ledger show --limit 5 --json\n  nmk ledger export --out ledger.jsonl\n  nmk ledger verify --file ledger.jsonl --head 41:3f…\n\nExit codes: 0 success, 1 a check failed (broken ledger, failed demo), 2 usage error, 3 runtime error.\nLogging: set RUST_LOG (e.g. RUST_LOG=nmk=debug).")]
+struct Cli {
+    /// Kernel home (ledger database and state). Default: $NMK_HOME, else ~/.local/share/nmk.
+    #[arg(long, global = true, env = "NMK_HOME")]
+    home: Option<PathBuf>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a walkthrough of the trusted kernel: plans admitted or refused, validators judging,
+    /// a repair, a budget refusal, commits, and the ledger verified.
+    Demo(commands::demo::DemoArgs),
+    /// Read, verify and export the proof ledger.
+    #[command(subcommand)]
+    Ledger(commands::ledger::LedgerCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let home = cli
+        .home
+        .clone()
+        .unwrap_or_else(nmk_kernel::store::default_home);
+    let out = commands::Output { json: cli.json };
+    let result = match cli.command {
+        Command::Demo(args) => commands::demo::run(&home, &out, &args),
+        Command::Ledger(cmd) => commands::ledger::run(&home, &out, cmd),
+    };
+    match result {
+        Ok(code) => code.into(),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            exit::Code::RuntimeError.into()
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,21 @@
+//! One module per command.
+
+pub mod demo;
+pub mod ledger;
+
+/// How a command reports.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    /// JSON instead of text.
+    pub json: bool,
+}
+
+impl Output {
+    /// Prints a JSON value (pretty) to stdout.
+    pub fn print_json(&self, value: &serde_json::Value) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+        );
+    }
+}
