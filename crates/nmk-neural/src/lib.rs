@@ -8,3 +8,4 @@
 //! binary. A test (`crates/nmk/tests/dependency_rule.rs`) enforces this.
 
 pub mod gguf;
+pub mod models;
