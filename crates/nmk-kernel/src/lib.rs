@@ -16,6 +16,7 @@ pub mod capability;
 pub mod commit_trap;
 pub mod ledger;
 pub mod ops;
+pub mod plan;
 pub mod scheduler;
 pub mod store;
 pub mod task;

@@ -135,6 +135,11 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Whether an op is registered.
+    pub fn has_op(&self, name: &str) -> bool {
+        self.ops.contains_key(name)
+    }
+
     /// Registers a validator under `name` (what task specs refer to).
     pub fn register_validator(&mut self, name: &str, validator: Arc<dyn Validator>) {
         self.validators.insert(name.to_owned(), validator);

@@ -880,3 +880,77 @@ fn a_task_that_states_high_confidence_but_passes_only_on_judgment_is_miscalibrat
         "{violations:?}"
     );
 }
+
+#[test]
+fn templates_have_their_shape_validators_and_capabilities() {
+    use nmk_kernel::plan::Template;
+    let so = Template::StructuredOutput.tasks();
+    let ids: Vec<&str> = so.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["draft", "syntax", "schema", "commit"]);
+    assert_eq!(so.iter().filter(|t| t.is_root).count(), 1);
+    for t in &so {
+        let expects_validator = !matches!(t.id.as_str(), "draft" | "commit");
+        assert_eq!(t.validator.is_some(), expects_validator, "{}", t.id);
+    }
+    let caps = |t: &TaskSpec| t.capabilities.clone();
+    let cg = Template::CodeGen.tasks();
+    assert_eq!(caps(&cg[1]), ["op:ast_parse"]);
+    assert_eq!(caps(&cg[2]), ["op:run_tests"]);
+    assert!(caps(&cg[0]).is_empty() && caps(&cg[3]).is_empty());
+    assert_eq!(Template::by_name("cyber_alert"), Some(Template::CyberAlert));
+    assert!(
+        Template::CodeGen
+            .grants()
+            .allows(&Capability::parse("op:run_tests").unwrap())
+    );
+    assert!(
+        !Template::CodeGen
+            .grants()
+            .allows(&Capability::parse("op:validate_schema").unwrap())
+    );
+}
+
+#[test]
+fn a_proposed_plan_loses_unknown_ops_and_can_never_grant_itself_capabilities() {
+    use nmk_kernel::plan::{Template, normalize_proposed};
+    let mut s = echo_scheduler();
+    let proposals = vec![
+        TaskSpec::new("a", "note"),
+        TaskSpec::new("b", "launch_missiles"),
+        TaskSpec::new("c", "note").after("a"),
+        TaskSpec::new("d", "note").needs("net:fetch"),
+    ];
+    let job_grants = Template::StructuredOutput.grants();
+    let n = normalize_proposed(proposals, &|k| s.has_op(k), &job_grants);
+    assert_eq!(
+        n.kept.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        ["a", "c"]
+    );
+    assert_eq!(n.rejected.len(), 2);
+    assert!(n.rejected[0].contains("b:launch_missiles (unsupported op)"));
+    assert!(n.rejected[1].contains("net:fetch"));
+    assert!(n.kept.iter().all(|t| t.owner == "model_lane"));
+    // Normalising granted nothing: a task declaring the capability is still refused.
+    assert!(!s.grants().allows(&Capability::parse("net:fetch").unwrap()));
+    assert_eq!(
+        s.admit(TaskSpec::new("e", "note").needs("net:fetch")),
+        Err(Reject::MissingCapability("net:fetch".into()))
+    );
+    assert_eq!(s.admit_plan(n.kept), Ok(()));
+}
+
+#[test]
+fn registries_belong_to_a_kernel_instance_not_to_the_process() {
+    let a = echo_scheduler();
+    let b = Scheduler::new(
+        "other",
+        Ledger::in_memory(),
+        Budget::new(BudgetLimits::default()),
+    )
+    .unwrap();
+    assert!(a.has_op("echo"));
+    assert!(
+        !b.has_op("echo"),
+        "op registration leaked across kernels (D29)"
+    );
+}
