@@ -936,3 +936,26 @@ fn an_unusable_contract_fails_closed() {
     assert_eq!(d.reason, "contract_invalid:empty_entry");
     assert_not_released(&d);
 }
+
+#[test]
+fn an_oversized_candidate_is_rejected_before_any_check_and_ledgered() {
+    use nmk_kernel::commit_trap::MAX_CANDIDATE_BYTES;
+    let mut t = trap();
+    let huge = format!(
+        "```json\n{{\"a\": \"{}\"}}\n```",
+        "x".repeat(MAX_CANDIDATE_BYTES)
+    );
+    let d = t.commit(&huge, &json_contract(&["a"]), 1, ValidationLevel::Schema);
+    assert_eq!(d.action, Action::Reject);
+    assert!(d.reason.starts_with("candidate_too_large:"), "{}", d.reason);
+    assert_not_released(&d);
+    assert!(d.ledger_entry.is_some());
+    // Liveness: the same shape under the cap is emitted.
+    let d = t.commit(
+        "```json\n{\"a\": \"x\"}\n```",
+        &json_contract(&["a"]),
+        2,
+        ValidationLevel::Schema,
+    );
+    assert_eq!(d.action, Action::Emit);
+}

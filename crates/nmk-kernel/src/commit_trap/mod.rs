@@ -79,6 +79,10 @@ struct Outcome {
     validator: Option<ValidatorId>,
 }
 
+/// Candidates longer than this are rejected before any check runs (model output is hostile
+/// input: no validator is asked to parse an unbounded text).
+pub const MAX_CANDIDATE_BYTES: usize = 4 << 20;
+
 /// The commit trap of one request: its ledger, its budget and its optional judges.
 pub struct CommitTrap {
     ledger: Ledger,
@@ -167,6 +171,16 @@ impl CommitTrap {
                 output: None,
                 level: ValidationLevel::None,
                 reason: format!("budget:{refusal}"),
+                validator: None,
+            },
+            Ok(()) if candidate.len() > MAX_CANDIDATE_BYTES => Outcome {
+                action: Action::Reject,
+                output: None,
+                level: ValidationLevel::None,
+                reason: format!(
+                    "candidate_too_large:{}>{MAX_CANDIDATE_BYTES}",
+                    candidate.len()
+                ),
                 validator: None,
             },
             Ok(()) => self.judge(candidate, contract, min_level),
