@@ -775,7 +775,14 @@ impl Scheduler {
         };
         let parent = &self.tasks[i];
         let n = parent.retries + 1;
+        // The failing slice: what the parent consumed (its own inputs and its dependencies'
+        // results, keyed as it saw them) and what it produced; nothing else of the graph.
         let mut input_refs = parent.input_refs.clone();
+        for dep in &parent.dependencies {
+            if let Some(r) = self.task(dep).and_then(|t| t.result_ref) {
+                input_refs.entry(dep.clone()).or_insert(r);
+            }
+        }
         input_refs.insert("_failed".into(), failed_ref);
         let spec = TaskSpec {
             id: format!("{}.repair{n}", parent.id),

@@ -954,3 +954,59 @@ fn registries_belong_to_a_kernel_instance_not_to_the_process() {
         "op registration leaked across kernels (D29)"
     );
 }
+
+#[test]
+fn a_repair_worker_sees_the_failing_slice_and_nothing_else() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut s = echo_scheduler();
+    let log = seen.clone();
+    s.register_op(OpSpec::pure("consume", "1", |call: &ExecCall<'_>| {
+        done(input(call, "a").clone())
+    }))
+    .unwrap();
+    s.register_op(OpSpec::pure(
+        "consume_repair",
+        "1",
+        move |call: &ExecCall<'_>| {
+            log.lock()
+                .unwrap()
+                .push(call.inputs.keys().cloned().collect::<Vec<_>>());
+            done(Value::int(2))
+        },
+    ))
+    .unwrap();
+    s.register_validator(
+        "is_two",
+        Arc::new(FnValidator::new("is_two", "1", |v, _| {
+            Ok(*v == Value::int(2))
+        })),
+    );
+    let one = s.put_artifact(Value::int(1), "blob").unwrap();
+    let unrelated = s.put_artifact(Value::str("secret"), "blob").unwrap();
+    s.admit_plan(vec![
+        TaskSpec::new("a", "echo")
+            .input("x", one)
+            .validated_by("always", "SCHEMA"),
+        TaskSpec::new("z", "echo")
+            .input("x", unrelated)
+            .validated_by("always", "SCHEMA"),
+        TaskSpec::new("b", "consume")
+            .after("a")
+            .after("z")
+            .validated_by("is_two", "SCHEMA")
+            .root(),
+    ])
+    .unwrap();
+    assert!(s.run(100).unwrap().committed);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0],
+        ["_failed", "a", "z"],
+        "the worker sees the parent's inputs and its failed result"
+    );
+    assert_eq!(
+        s.task("b.repair1").unwrap().dependencies,
+        Vec::<String>::new()
+    );
+}

@@ -12,9 +12,10 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use nmk_det::Value;
+use nmk_det::{ValidationLevel, Value};
 use nmk_kernel::budget::{Budget, BudgetLimits};
 use nmk_kernel::capability::Capability;
+use nmk_kernel::commit_trap::{CommitTrap, Contract};
 use nmk_kernel::ledger::{Ledger, verify_jsonl};
 use nmk_kernel::ops::{ExecCall, ExecError, ExecOutcome, FnValidator, OpSpec};
 use nmk_kernel::store::{Durability, database_path};
@@ -318,6 +319,45 @@ pub fn run(home: &Path, out: &Output, args: &DemoArgs) -> Result<Code> {
         false,
         t,
     )?);
+
+    // The commit trap: the only path from a model's answer to the caller.
+    let mut trap = CommitTrap::new(ledger.clone(), Budget::new(BudgetLimits::default()));
+    let contract = Contract {
+        required_keys: vec!["city".into(), "country".into()],
+        ..Contract::new("answer")
+    };
+    for (scenario, candidate, expect_emit) in [
+        (
+            "commit trap: answer with the required keys",
+            "```json\n{\"city\": \"Paris\", \"country\": \"France\"}\n```",
+            true,
+        ),
+        (
+            "commit trap: answer missing a key",
+            "{\"city\": \"Paris\"}",
+            false,
+        ),
+        (
+            "commit trap: prose where JSON was due",
+            "The capital of France is Paris.",
+            false,
+        ),
+    ] {
+        let t = Instant::now();
+        let d = trap.commit(candidate, &contract, 1, ValidationLevel::Schema);
+        rows.push(Row {
+            scenario,
+            outcome: match &d.output {
+                Some(out) => format!("emitted {}", out.replace('\n', " ")),
+                None => format!("{}: {}", d.action, d.reason),
+            },
+            verification: d.verification.to_string(),
+            entries: u64::from(d.ledger_entry.is_some()),
+            trace_ok: d.ledger_entry.is_some(),
+            expected: d.committed() == expect_emit,
+            micros: t.elapsed().as_micros(),
+        });
+    }
 
     // Admission refusals never reach the run loop, so they have no ledger entry of their own.
     let refusals: Vec<(&str, String)> = {
