@@ -1010,3 +1010,70 @@ fn a_repair_worker_sees_the_failing_slice_and_nothing_else() {
         Vec::<String>::new()
     );
 }
+
+/// The ledger side of the orchestrator's acceptance: each job template, run on stub executors,
+/// commits with a verified ledger, one shared chain across jobs.
+#[test]
+fn every_template_commits_with_a_verified_ledger_on_one_chain() {
+    use nmk_kernel::plan::Template;
+    let ledger = Ledger::in_memory();
+    for template in [
+        Template::StructuredOutput,
+        Template::CodeGen,
+        Template::CyberAlert,
+    ] {
+        let mut s = Scheduler::new(
+            template.name(),
+            ledger.clone(),
+            Budget::new(BudgetLimits::default()),
+        )
+        .unwrap();
+        let specs = template.tasks();
+        for spec in &specs {
+            // Stub executors: each returns a map naming its task; the root republishes its input.
+            let id = spec.id.clone();
+            let op = if spec.is_root {
+                OpSpec::judgment_only(&spec.kind, "1", |call: &ExecCall<'_>| {
+                    done(call.inputs.values().next().cloned().unwrap_or(Value::Null))
+                })
+            } else if spec.validator.is_none() {
+                OpSpec::judgment_only(&spec.kind, "1", move |_: &ExecCall<'_>| {
+                    done(Value::map([("by", Value::str(id.clone()))]))
+                })
+            } else {
+                OpSpec::pure(&spec.kind, "1", move |_: &ExecCall<'_>| {
+                    done(Value::map([("by", Value::str(id.clone()))]))
+                })
+            };
+            s.register_op(op).unwrap();
+            if let Some(v) = &spec.validator {
+                s.register_validator(
+                    &v.name,
+                    Arc::new(FnValidator::new(&v.name, "1", |v, _| {
+                        Ok(v.get("by").is_some())
+                    })),
+                );
+            }
+        }
+        *s.grants_mut() = template.grants();
+        s.classify(template.name());
+        s.admit_plan(specs).unwrap();
+        let summary = s.run(100).unwrap();
+        assert!(summary.committed, "{}: {summary:?}", template.name());
+        assert!(summary.ledger_verified, "{}", template.name());
+        let owners: Vec<&str> = s.tasks().iter().map(|t| t.owner.as_str()).collect();
+        assert!(owners.contains(&"commit_trap"));
+        if template == Template::CyberAlert {
+            assert!(owners.contains(&"primitive:cyber"));
+        }
+    }
+    let report = ledger.verify(None).unwrap();
+    assert!(report.ok());
+    let commits = ledger
+        .entries(0, 1000)
+        .unwrap()
+        .iter()
+        .filter(|e| e.record.action == Action::Commit)
+        .count();
+    assert_eq!(commits, 3);
+}
