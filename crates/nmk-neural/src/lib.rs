@@ -7,5 +7,8 @@
 //! the ledger; the kernel reaches it only through its own `Proposer` trait, implemented by the
 //! binary. A test (`crates/nmk/tests/dependency_rule.rs`) enforces this.
 
+pub mod engine;
 pub mod gguf;
 pub mod models;
+pub mod quant;
+pub mod tokenizer;

@@ -1,0 +1,1 @@
+//! The tokenizer built from GGUF metadata, and chat templates.
