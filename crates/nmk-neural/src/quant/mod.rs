@@ -1,2 +1,115 @@
 //! Quantized weight formats and the kernels that read them (dequantization, activation
 //! quantization, dot products, matrix-vector products).
+//!
+//! # API
+//! - [`dequantize_row`], [`quantize_row_into`], [`quantize`], [`row_bytes`]: ggml block formats
+//!   F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q4_K, Q5_K, Q6_K, Q8_K, bit-exact with
+//!   ggml's reference code (`dequantize_row_*`, `quantize_row_*_ref`). Quantizers exist for
+//!   F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q8_K. Malformed lengths are a
+//!   [`QuantError`], never a panic.
+//! - [`QMatrix`]: a weight `n_rows × n_cols` (output × input features) over an
+//!   `Arc<dyn ByteStore>` (an `Arc<GgufFile>` mmap, a `Vec<u8>`…) plus a byte offset — no copy
+//!   of quantized weights. [`QMatrix::matvec`], [`QMatrix::matmul`],
+//!   [`QMatrix::dequantize_row`], [`QMatrix::sub_rows`] (one expert of a merged tensor).
+//! - [`Threads`]: 1 thread (inline) or a persistent pool of `n − 1` parked workers.
+//!
+//! # Batch and thread invariance (by construction)
+//! `matmul` output `ys[i][r]` is bitwise identical to `matvec` of row `i` alone, for every `m`
+//! and thread count, because: each activation row is quantized on its own by one scalar routine
+//! (ggml's `vec_dot_type`: Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for k-quants, f32
+//! for F32/F16/BF16); each output element is exactly one call of one row-dot kernel with a
+//! fixed reduction order; threads split only output rows, never a dot product. The kernel is
+//! chosen once per matrix from the ISA detected once per process ([`Isa::detect`]), so every
+//! call on a machine takes the same path.
+//!
+//! # Kernels per CPU
+//! See [`kernels`] and [`x86`]: scalar everywhere; AVX2+FMA+F16C for every type; AVX-512 VNNI
+//! for the hot ones. Float weights (F32/F16/BF16) use 16 fixed lanes on every ISA (bitwise
+//! equal across ISAs); k-quants reduce each super-block to exact integers, then do the same
+//! float ops on every ISA (bitwise equal); 32-element block types accumulate per-block floats
+//! in SIMD lanes (within a few ulps of the scalar reference, not bitwise).
+
+mod act;
+mod blocks;
+mod kernels;
+mod matrix;
+mod scalar;
+mod threads;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use act::ActFormat;
+pub use blocks::{QK, QK_K, dequantize_row, is_supported, quantize, quantize_row_into, row_bytes};
+pub use kernels::{Isa, effective_isa};
+pub use matrix::{ByteStore, QMatrix};
+pub use threads::{MAX_THREADS, Threads};
+
+use crate::gguf::{GgmlType, GgufError};
+
+/// An error from the quantization module.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QuantError {
+    /// The type has no implementation of the operation.
+    #[error("{op} is not supported for {ty}")]
+    Unsupported {
+        /// The type.
+        ty: GgmlType,
+        /// The operation.
+        op: &'static str,
+    },
+    /// A row length is not a whole number of blocks.
+    #[error("row length {n} of {ty} is not a multiple of its block size {block}")]
+    RowLength {
+        /// The type.
+        ty: GgmlType,
+        /// The row length in elements.
+        n: usize,
+        /// The block size.
+        block: usize,
+    },
+    /// A slice has the wrong length.
+    #[error("{what}: expected length {expected}, got {got}")]
+    Length {
+        /// Which slice.
+        what: &'static str,
+        /// Expected length.
+        expected: usize,
+        /// Actual length.
+        got: usize,
+    },
+    /// The store is too short for the matrix.
+    #[error("byte store too short: need {need} bytes, have {have}")]
+    ShortBuffer {
+        /// Bytes needed.
+        need: usize,
+        /// Bytes available.
+        have: usize,
+    },
+    /// A row index is out of range.
+    #[error("row {row} out of range (matrix has {n_rows} rows)")]
+    RowOutOfRange {
+        /// The row asked for.
+        row: usize,
+        /// Rows in the matrix.
+        n_rows: usize,
+    },
+    /// A size computation overflowed.
+    #[error("size overflow")]
+    Overflow,
+    /// A tensor has no dimensions.
+    #[error("tensor {name} has no dimensions")]
+    Shape {
+        /// The tensor name.
+        name: String,
+    },
+    /// The CPU cannot run the requested kernels.
+    #[error("this CPU cannot run {isa:?} kernels")]
+    IsaUnavailable {
+        /// The requested level.
+        isa: Isa,
+    },
+    /// Reading the GGUF tensor failed.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+}

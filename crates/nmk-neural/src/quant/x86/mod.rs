@@ -1,0 +1,41 @@
+//! x86-64 SIMD dot kernels (AVX2 + FMA + F16C, and AVX-512 with VNNI), selected at run time.
+
+use std::sync::OnceLock;
+
+use super::kernels::RowDot;
+use crate::gguf::GgmlType;
+
+static AVX2: OnceLock<bool> = OnceLock::new();
+static AVX512: OnceLock<bool> = OnceLock::new();
+
+/// AVX2, FMA and F16C (detected once).
+pub(crate) fn has_avx2() -> bool {
+    *AVX2.get_or_init(|| {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    })
+}
+
+/// AVX-512 F/BW/VL/VNNI on top of [`has_avx2`] (detected once).
+pub(crate) fn has_avx512() -> bool {
+    *AVX512.get_or_init(|| {
+        has_avx2()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni")
+    })
+}
+
+/// The AVX2 kernel for `ty`, if there is one.
+pub(crate) fn avx2_dot(ty: GgmlType) -> Option<RowDot> {
+    let _ = ty;
+    None
+}
+
+/// The AVX-512 kernel for `ty`, if there is one.
+pub(crate) fn avx512_dot(ty: GgmlType) -> Option<RowDot> {
+    let _ = ty;
+    None
+}
