@@ -1,2 +1,41 @@
 //! The forward pass and decode loop: model configuration from GGUF metadata, weights, layers
-//! (dense and MoE), KV cache, sampling, hooks and the `Session`.
+//! (dense now; MoE next), KV cache, sampling, hooks and the [`Session`].
+//!
+//! We own the loop because the kernel hooks every forward: post-block trap sites (residual
+//! read/write), router taps and expert masks (MoE), logit masks, KV park and rollback.
+//!
+//! Determinism (ARCHITECTURE §3): per-position logits are bitwise identical across repeated
+//! runs, thread counts, any chunking of a prefill (down to token by token), and
+//! snapshot/restore/trim versus straight-through decoding. The design that gives this: every
+//! reduction runs in a fixed order per output element (never split by batch or thread), and
+//! attention visits keys in position order. Sampling uses our own PRNG ([`Rng`]), whose state is
+//! part of a [`SessionSnapshot`].
+//!
+//! Modules: [`config`] (hyper-parameters), [`linear`] (weight matrices), [`weights`], [`rope`],
+//! [`attention`], [`kv_cache`], [`model`] (the forward), [`hooks`], [`sampling`], [`session`].
+
+pub mod attention;
+pub mod config;
+pub mod error;
+pub mod hooks;
+pub mod kv_cache;
+pub mod linear;
+pub mod model;
+pub mod ops;
+pub mod rope;
+pub mod sampling;
+pub mod session;
+pub mod weights;
+
+pub use config::{Arch, ModelConfig, MoeConfig, RopeStyle};
+pub use error::{EngineError, Result};
+pub use hooks::{
+    ExpertMask, ForbiddenIds, HookError, HookSet, LayerRoute, LogitMask, PostBlockHook, Residual,
+    ResidualAdd, ResidualRecorder, RouterObserver,
+};
+pub use kv_cache::{KvCache, KvSnapshot};
+pub use model::{LogitsWanted, Model, Scratch};
+pub use sampling::{Rng, Sampler, SamplingParams, argmax};
+pub use session::{
+    GenerateParams, Generated, Session, SessionOptions, SessionSnapshot, StepOut, StopReason,
+};

@@ -1,0 +1,454 @@
+//! [`Session`]: one sequence decoded by a [`Model`]: KV cache, hooks, sampler and PRNG, with
+//! snapshot / restore / trim.
+//!
+//! Tokens are fed lazily: [`Session::feed`] queues a token and [`Session::step`] (or sampling)
+//! runs the forward over whatever is queued and yields the logits of the next position.
+//! [`Session::prefill`] runs its tokens at once. Whatever the split of the tokens between
+//! prefill calls, feeds and internal batches, the logits are bitwise the same (see
+//! [`super::model`]).
+//!
+//! A [`SessionSnapshot`] holds everything the future of a session depends on: KV entries, the
+//! token history, the pending logits and the PRNG state. Restoring it and continuing is
+//! bitwise identical to never having left.
+
+use std::sync::Arc;
+
+use super::error::{EngineError, Result};
+use super::hooks::{HookSet, LayerRoute};
+use super::kv_cache::{KvCache, KvSnapshot};
+use super::model::{LogitsWanted, Model, Scratch};
+use super::sampling::{Rng, Sampler, SamplingParams};
+
+/// How a session runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionOptions {
+    /// Threads for matrix kernels (results do not depend on it).
+    pub threads: usize,
+    /// Sliding-window KV ring of this many positions; `None` keeps every position.
+    pub window: Option<usize>,
+    /// Most positions per internal forward batch (prefill).
+    pub batch: usize,
+    /// Seed of the sampling PRNG.
+    pub seed: u64,
+    /// Most positions without a window (default: the model's training context).
+    pub max_context: Option<u64>,
+}
+
+impl Default for SessionOptions {
+    fn default() -> SessionOptions {
+        SessionOptions {
+            threads: 1,
+            window: None,
+            batch: 32,
+            seed: 0,
+            max_context: None,
+        }
+    }
+}
+
+/// The result of one step: the (masked) logits of the next position, and for MoE models the
+/// routing of the last forwarded position (empty for dense models).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOut {
+    /// Logits over the vocabulary.
+    pub logits: Vec<f32>,
+    /// Per-layer routes of the last forwarded token.
+    pub routes: Vec<LayerRoute>,
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// `max_tokens` tokens were produced.
+    MaxTokens,
+    /// A stop token was selected (it is not part of the output and was not fed).
+    StopToken(u32),
+}
+
+/// Parameters of [`Session::generate`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GenerateParams {
+    /// Most tokens to produce.
+    pub max_tokens: usize,
+    /// Tokens that end generation.
+    pub stop_tokens: Vec<u32>,
+    /// Selection rule.
+    pub sampling: SamplingParams,
+}
+
+/// The output of [`Session::generate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    /// Tokens produced (stop token excluded).
+    pub tokens: Vec<u32>,
+    /// Why it stopped.
+    pub stop: StopReason,
+}
+
+/// Everything needed to resume a session exactly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionSnapshot {
+    kv: KvSnapshot,
+    tokens: Vec<u32>,
+    logits: Vec<f32>,
+    logits_pos: Option<u64>,
+    rng: Rng,
+}
+
+impl SessionSnapshot {
+    /// The token history (forwarded and queued).
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// The KV part.
+    pub fn kv(&self) -> &KvSnapshot {
+        &self.kv
+    }
+
+    /// The PRNG state.
+    pub fn rng(&self) -> Rng {
+        self.rng
+    }
+}
+
+/// One sequence being decoded.
+#[derive(Debug)]
+pub struct Session {
+    model: Arc<Model>,
+    cache: KvCache,
+    scratch: Scratch,
+    hooks: HookSet,
+    rng: Rng,
+    sampler: Sampler,
+    /// Every token of the sequence; those at index ≥ `cache.next_pos()` are queued.
+    tokens: Vec<u32>,
+    /// Raw logits of position `logits_pos`.
+    logits: Vec<f32>,
+    logits_pos: Option<u64>,
+    /// Masked copy of `logits` handed out.
+    masked: Vec<f32>,
+    routes: Vec<LayerRoute>,
+    max_context: u64,
+}
+
+impl Session {
+    /// A fresh session on `model`.
+    pub fn new(model: Arc<Model>, opts: &SessionOptions) -> Result<Session> {
+        if opts.threads == 0 || opts.batch == 0 {
+            return Err(EngineError::State {
+                reason: "threads and batch must be at least 1".to_owned(),
+            });
+        }
+        let cache = model.new_cache(opts.window)?;
+        let scratch = Scratch::new(model.config(), opts.batch, opts.threads);
+        let max_context = opts
+            .max_context
+            .unwrap_or(model.config().n_ctx_train as u64);
+        Ok(Session {
+            cache,
+            scratch,
+            hooks: HookSet::new(),
+            rng: Rng::new(opts.seed),
+            sampler: Sampler::new(),
+            tokens: Vec::new(),
+            logits: Vec::new(),
+            logits_pos: None,
+            masked: Vec::new(),
+            routes: Vec::new(),
+            max_context,
+            model,
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// The hooks run on every forward of this session.
+    pub fn hooks_mut(&mut self) -> &mut HookSet {
+        &mut self.hooks
+    }
+
+    /// The KV cache.
+    pub fn cache(&self) -> &KvCache {
+        &self.cache
+    }
+
+    /// Every token of the sequence (forwarded and queued).
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Number of tokens in the sequence (the position of the next token).
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// True when the sequence is empty.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// The sampling PRNG.
+    pub fn rng(&self) -> Rng {
+        self.rng
+    }
+
+    /// Replaces the sampling PRNG (e.g. reseeding).
+    pub fn set_rng(&mut self, rng: Rng) {
+        self.rng = rng;
+    }
+
+    /// Changes the thread count (results do not depend on it).
+    pub fn set_threads(&mut self, threads: usize) -> Result<()> {
+        if threads == 0 {
+            return Err(EngineError::State {
+                reason: "threads must be at least 1".to_owned(),
+            });
+        }
+        self.scratch.set_threads(threads);
+        Ok(())
+    }
+
+    fn check_token(&self, t: u32) -> Result<()> {
+        let vocab = self.model.config().n_vocab;
+        if t as usize >= vocab {
+            return Err(EngineError::TokenOutOfRange { token: t, vocab });
+        }
+        Ok(())
+    }
+
+    /// Queues one token (run by the next step or sampling call).
+    pub fn feed(&mut self, token: u32) -> Result<()> {
+        self.check_token(token)?;
+        self.check_room(1)?;
+        self.tokens.push(token);
+        Ok(())
+    }
+
+    fn check_room(&self, extra: usize) -> Result<()> {
+        if self.cache.window().is_some() {
+            return Ok(());
+        }
+        let needed = self.tokens.len() as u64 + extra as u64;
+        if needed > self.max_context {
+            return Err(EngineError::ContextFull {
+                needed,
+                limit: self.max_context,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs `ids` (after anything queued) through the model now, keeping the logits of the last
+    /// position.
+    pub fn prefill(&mut self, ids: &[u32]) -> Result<()> {
+        for &t in ids {
+            self.check_token(t)?;
+        }
+        self.check_room(ids.len())?;
+        self.tokens.extend_from_slice(ids);
+        self.run_queued()
+    }
+
+    /// Runs `ids` (after anything queued) and returns the logits of every one of them
+    /// (`ids.len() × n_vocab`, unmasked), for checks and scoring.
+    pub fn prefill_all_logits(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.run_queued()?;
+        for &t in ids {
+            self.check_token(t)?;
+        }
+        self.check_room(ids.len())?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.tokens.extend_from_slice(ids);
+        let mut all = Vec::new();
+        let res = self.model.forward(
+            ids,
+            &mut self.cache,
+            &mut self.scratch,
+            &mut self.hooks,
+            LogitsWanted::All,
+            &mut all,
+        );
+        self.after_forward(res)?;
+        let nv = self.model.config().n_vocab;
+        let start = (ids.len() - 1) * nv;
+        self.logits.clear();
+        self.logits
+            .extend_from_slice(all.get(start..).unwrap_or(&[]));
+        self.logits_pos = Some(self.cache.next_pos() - 1);
+        Ok(all)
+    }
+
+    /// Forwards queued tokens, if any.
+    fn run_queued(&mut self) -> Result<()> {
+        let done = usize::try_from(self.cache.next_pos()).unwrap_or(usize::MAX);
+        let Some(queued) = self.tokens.get(done..) else {
+            return Err(EngineError::State {
+                reason: "KV cache is ahead of the token history".to_owned(),
+            });
+        };
+        if queued.is_empty() {
+            return Ok(());
+        }
+        let res = self.model.forward(
+            queued,
+            &mut self.cache,
+            &mut self.scratch,
+            &mut self.hooks,
+            LogitsWanted::Last,
+            &mut self.logits,
+        );
+        self.after_forward(res)?;
+        self.logits_pos = Some(self.cache.next_pos() - 1);
+        Ok(())
+    }
+
+    fn after_forward(&mut self, res: Result<()>) -> Result<()> {
+        self.routes.clear();
+        if res.is_err() {
+            // Drop what was not forwarded; the logits held no longer match the history.
+            let done = usize::try_from(self.cache.next_pos()).unwrap_or(usize::MAX);
+            self.tokens.truncate(done);
+            self.logits_pos = None;
+        }
+        res
+    }
+
+    /// Forwards queued tokens and prepares the masked logits of the next position.
+    fn ready(&mut self) -> Result<u64> {
+        self.run_queued()?;
+        let pos = match self.logits_pos {
+            Some(p) if p + 1 == self.tokens.len() as u64 => p + 1,
+            _ => {
+                return Err(EngineError::State {
+                    reason: "no logits: feed or prefill at least one token first".to_owned(),
+                });
+            }
+        };
+        self.masked.clear();
+        self.masked.extend_from_slice(&self.logits);
+        if self.hooks.has_logit_masks() {
+            self.hooks.apply_logit_masks(pos, &mut self.masked);
+        }
+        Ok(pos)
+    }
+
+    /// Runs queued tokens and returns the (masked) logits of the next position.
+    pub fn step(&mut self) -> Result<StepOut> {
+        self.ready()?;
+        Ok(StepOut {
+            logits: self.masked.clone(),
+            routes: self.routes.clone(),
+        })
+    }
+
+    /// Like [`Session::step`], borrowing the logits instead of copying them.
+    pub fn logits(&mut self) -> Result<&[f32]> {
+        self.ready()?;
+        Ok(&self.masked)
+    }
+
+    /// Selects the next token (does not feed it).
+    pub fn sample(&mut self, params: &SamplingParams) -> Result<u32> {
+        self.ready()?;
+        self.sampler
+            .select(&self.masked, params, &self.tokens, &mut self.rng)
+    }
+
+    /// Samples and feeds up to `max_tokens` tokens, stopping early at a stop token.
+    pub fn generate(&mut self, params: &GenerateParams) -> Result<Generated> {
+        params.sampling.validate()?;
+        let mut out = Vec::with_capacity(params.max_tokens);
+        while out.len() < params.max_tokens {
+            let t = self.sample(&params.sampling)?;
+            if params.stop_tokens.contains(&t) {
+                return Ok(Generated {
+                    tokens: out,
+                    stop: StopReason::StopToken(t),
+                });
+            }
+            self.feed(t)?;
+            out.push(t);
+        }
+        Ok(Generated {
+            tokens: out,
+            stop: StopReason::MaxTokens,
+        })
+    }
+
+    /// Captures everything the session's future depends on.
+    pub fn snapshot(&self) -> Result<SessionSnapshot> {
+        Ok(SessionSnapshot {
+            kv: self.cache.snapshot()?,
+            tokens: self.tokens.clone(),
+            logits: self.logits.clone(),
+            logits_pos: self.logits_pos,
+            rng: self.rng,
+        })
+    }
+
+    /// Returns to a snapshot taken from a session of the same model and cache shape.
+    pub fn restore(&mut self, snap: &SessionSnapshot) -> Result<()> {
+        if (snap.tokens.len() as u64) < snap.kv.positions().end {
+            return Err(EngineError::SnapshotMismatch {
+                reason: "snapshot KV reaches beyond its token history".to_owned(),
+            });
+        }
+        if snap.logits_pos.is_some() && snap.logits.len() != self.model.config().n_vocab {
+            return Err(EngineError::SnapshotMismatch {
+                reason: "snapshot logits have the wrong length".to_owned(),
+            });
+        }
+        self.cache.restore(&snap.kv)?;
+        self.tokens.clear();
+        self.tokens.extend_from_slice(&snap.tokens);
+        self.logits.clear();
+        self.logits.extend_from_slice(&snap.logits);
+        self.logits_pos = snap.logits_pos;
+        self.rng = snap.rng;
+        self.routes.clear();
+        Ok(())
+    }
+
+    /// Keeps the first `n` tokens of the sequence and drops the rest (KV entries included).
+    /// The logits of position `n − 1` are recomputed on the next step when needed; a KV ring
+    /// that has overwritten entries this needs refuses.
+    pub fn trim(&mut self, n: usize) -> Result<()> {
+        let len = self.tokens.len();
+        if n > len {
+            return Err(EngineError::Trim {
+                to: n as u64,
+                reason: format!("the sequence has only {len} tokens"),
+            });
+        }
+        let n64 = n as u64;
+        let next = self.cache.next_pos();
+        if n64 >= next {
+            // Only queued tokens go; the KV cache and logits stay.
+            self.tokens.truncate(n);
+        } else if n == 0 {
+            self.cache.trim(0)?;
+            self.tokens.clear();
+            self.logits_pos = None;
+        } else {
+            // Re-run token n−1 so that its logits exist again.
+            self.cache.trim(n64 - 1)?;
+            self.tokens.truncate(n);
+            self.logits_pos = None;
+        }
+        Ok(())
+    }
+
+    /// Drops the whole sequence (hooks and PRNG are kept).
+    pub fn reset(&mut self) {
+        self.cache.clear();
+        self.tokens.clear();
+        self.logits_pos = None;
+        self.routes.clear();
+    }
+}
