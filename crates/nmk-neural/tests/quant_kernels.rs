@@ -134,7 +134,7 @@ fn q8_0_q8_1_q8_k_known_answers() {
     b.extend_from_slice(&h(99.0));
     (0..32).for_each(|j| b.push((127 - 8 * j) as i8 as u8));
     let y = deq(GgmlType::Q8_1, &b, 32);
-    (0..32).for_each(|j| assert_eq!(y[j], 0.125 * (127 - 8 * j) as f32));
+    (0..32usize).for_each(|j| assert_eq!(y[j], 0.125 * (127 - 8 * j as i32) as f32));
 
     let mut b = 0.01f32.to_le_bytes().to_vec();
     (0..256).for_each(|j| b.push((j - 128) as i8 as u8));
@@ -511,7 +511,13 @@ fn every_kernel_matches_scalar_reference_and_dequantized_dot() {
     let mut rng = Rng(2024);
     let t = Threads::single();
     for ty in ALL_DOT_TYPES {
-        for &cols in &[256usize, 512, 1536] {
+        // 32-element types: 96 (only a tail of blocks), 576 (groups of 8 plus a tail), 4864.
+        let cols_list: &[usize] = if ty.block_elems() == 256 {
+            &[256, 512, 1536]
+        } else {
+            &[96, 256, 576, 1536, 4864]
+        };
+        for &cols in cols_list {
             let rows = 37;
             let m = random_matrix(&mut rng, ty, rows, cols);
             let x = random_row(&mut rng, cols, 2.0);

@@ -2,6 +2,9 @@
 
 use std::sync::OnceLock;
 
+mod avx2;
+mod avx512;
+
 use super::kernels::RowDot;
 use crate::gguf::GgmlType;
 
@@ -30,12 +33,27 @@ pub(crate) fn has_avx512() -> bool {
 
 /// The AVX2 kernel for `ty`, if there is one.
 pub(crate) fn avx2_dot(ty: GgmlType) -> Option<RowDot> {
-    let _ = ty;
-    None
+    Some(match ty {
+        GgmlType::F32 => avx2::dot_f32,
+        GgmlType::F16 => avx2::dot_f16,
+        GgmlType::BF16 => avx2::dot_bf16,
+        GgmlType::Q4_0 => avx2::dot_q4_0,
+        GgmlType::Q4_1 => avx2::dot_q4_1,
+        GgmlType::Q5_0 => avx2::dot_q5_0,
+        GgmlType::Q5_1 => avx2::dot_q5_1,
+        GgmlType::Q8_0 => avx2::dot_q8_0,
+        GgmlType::Q4_K => avx2::dot_q4_k,
+        GgmlType::Q5_K => avx2::dot_q5_k,
+        GgmlType::Q6_K => avx2::dot_q6_k,
+        _ => return None,
+    })
 }
 
 /// The AVX-512 kernel for `ty`, if there is one.
 pub(crate) fn avx512_dot(ty: GgmlType) -> Option<RowDot> {
-    let _ = ty;
-    None
+    Some(match ty {
+        GgmlType::Q4_1 => avx512::dot_q4_1,
+        GgmlType::Q8_0 => avx512::dot_q8_0,
+        _ => return None,
+    })
 }

@@ -1,0 +1,248 @@
+//! AVX-512 (F/BW/VL + VNNI `vpdpbusd`) dot kernels for the hottest 32-element block types.
+//!
+//! Groups of 8 blocks: the 8 weight scales are converted at once (`vcvtph2ps`), two blocks go
+//! through one `vpdpbusd` (16 i32 lanes: 8 per block), and each lane is scaled by its block's
+//! `dx·dy` (a lane permute) into a 16-lane float accumulator. Blocks past the last full group
+//! go one at a time through 256-bit VNNI into an 8-lane accumulator. The final reduction is a
+//! fixed tree. Float rounding differs from the scalar reference (lane-wise sums).
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::*;
+
+use super::super::act::QActRef;
+use super::super::blocks::{Q4_1_BYTES, Q8_0_BYTES, QK, f16_to_f32};
+use super::super::scalar;
+use super::has_avx512;
+
+const FEATURES_OK: fn() -> bool = has_avx512;
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn ld128(b: &[u8], off: usize) -> __m128i {
+    match b.get(off..).and_then(<[u8]>::first_chunk::<16>) {
+        // SAFETY: `c` is exactly 16 readable bytes; the load is unaligned.
+        Some(c) => unsafe { _mm_loadu_si128(c.as_ptr().cast()) },
+        None => _mm_setzero_si128(),
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn ld256(b: &[u8], off: usize) -> __m256i {
+    match b.get(off..).and_then(<[u8]>::first_chunk::<32>) {
+        // SAFETY: `c` is exactly 32 readable bytes; the load is unaligned.
+        Some(c) => unsafe { _mm256_loadu_si256(c.as_ptr().cast()) },
+        None => _mm256_setzero_si256(),
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn ld256_i8(b: &[i8], off: usize) -> __m256i {
+    match b.get(off..).and_then(<[i8]>::first_chunk::<32>) {
+        // SAFETY: `c` is exactly 32 readable bytes; the load is unaligned.
+        Some(c) => unsafe { _mm256_loadu_si256(c.as_ptr().cast()) },
+        None => _mm256_setzero_si256(),
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn ld512_i8(b: &[i8], off: usize) -> __m512i {
+    match b.get(off..).and_then(<[i8]>::first_chunk::<64>) {
+        // SAFETY: `c` is exactly 64 readable bytes; the load is unaligned.
+        Some(c) => unsafe { _mm512_loadu_si512(c.as_ptr().cast()) },
+        None => _mm512_setzero_si512(),
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn ld_ps8(b: &[f32], off: usize) -> __m256 {
+    match b.get(off..).and_then(<[f32]>::first_chunk::<8>) {
+        // SAFETY: `c` is exactly 8 readable f32; the load is unaligned.
+        Some(c) => unsafe { _mm256_loadu_ps(c.as_ptr()) },
+        None => _mm256_setzero_ps(),
+    }
+}
+
+/// Fixed-tree sum of 16 lanes (high 8 onto low 8, then 4, 2, 1) plus an 8-lane vector added
+/// after the first step.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn reduce(acc: __m512, tail: __m256) -> f32 {
+    let lo = _mm512_castps512_ps256(acc);
+    let hi = _mm256_castsi256_ps(_mm512_extracti64x4_epi64::<1>(_mm512_castps_si512(acc)));
+    let v = _mm256_add_ps(_mm256_add_ps(lo, hi), tail);
+    let v4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4));
+    let v1 = _mm_add_ss(v2, _mm_shuffle_ps::<1>(v2, v2));
+    _mm_cvtss_f32(v1)
+}
+
+/// Lane-permute indices broadcasting scale `2k` to lanes 0..8 and `2k+1` to lanes 8..16.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn pair_idx(k: i32) -> __m512i {
+    let a = 2 * k;
+    let b = 2 * k + 1;
+    _mm512_setr_epi32(a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b)
+}
+
+/// 8 f16 values (as u16) → 8 f32.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn halves8(h: [u16; 8]) -> __m256 {
+    let v = _mm_setr_epi16(
+        h[0] as i16,
+        h[1] as i16,
+        h[2] as i16,
+        h[3] as i16,
+        h[4] as i16,
+        h[5] as i16,
+        h[6] as i16,
+        h[7] as i16,
+    );
+    _mm256_cvtph_ps(v)
+}
+
+// ------------------------------------------------------------------ Q4_1 · Q8_1
+
+/// Q4_1 weights · Q8_1 activations.
+pub(crate) fn dot_q4_1(w: &[u8], _: &[f32], a: QActRef<'_>) -> f32 {
+    let nb = w.len() / Q4_1_BYTES;
+    let ok =
+        w.len() == nb * Q4_1_BYTES && a.qs.len() >= nb * QK && a.d.len() >= nb && a.s.len() >= nb;
+    if !FEATURES_OK() || !ok {
+        return scalar::dot_q4_1(w, a);
+    }
+    // SAFETY: the AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C features were detected just above.
+    unsafe { q4_1_inner(w, a) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q4_1_inner(w: &[u8], a: QActRef<'_>) -> f32 {
+    const G: usize = 8 * Q4_1_BYTES;
+    let m4 = _mm512_set1_epi8(0x0f);
+    // 128-bit lanes 1 and 3 shift right by 4 (high nibbles), lanes 0 and 2 keep the low ones.
+    let k4 = 0x0004_0004_0004_0004i64;
+    let shifts = _mm512_set_epi64(k4, k4, 0, 0, k4, k4, 0, 0);
+    let dup = _mm512_set_epi64(3, 2, 3, 2, 1, 0, 1, 0);
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 0, 0, 0, 0, 0, 0, 0, 0);
+    let idx = [pair_idx(0), pair_idx(1), pair_idx(2), pair_idx(3)];
+    let mut acc = _mm512_setzero_ps();
+    let mut accm = _mm256_setzero_ps();
+    let (groups, tail) = w.as_chunks::<G>();
+    let ng = groups.len();
+    for (g, wg) in groups.iter().enumerate() {
+        let mut dm = [0u32; 8];
+        for (k, v) in dm.iter_mut().enumerate() {
+            let o = k * Q4_1_BYTES;
+            *v = u32::from_le_bytes([wg[o], wg[o + 1], wg[o + 2], wg[o + 3]]);
+        }
+        // [d0 m0 d1 m1 … d7 m7] as 16 halves → 16 floats
+        let dmv = _mm512_cvtph_ps(_mm256_setr_epi32(
+            dm[0] as i32,
+            dm[1] as i32,
+            dm[2] as i32,
+            dm[3] as i32,
+            dm[4] as i32,
+            dm[5] as i32,
+            dm[6] as i32,
+            dm[7] as i32,
+        ));
+        let dx = _mm512_castps512_ps256(_mm512_permutexvar_ps(even, dmv));
+        let mx = _mm512_castps512_ps256(_mm512_permutexvar_ps(odd, dmv));
+        let dy = ld_ps8(a.d, 8 * g);
+        let sy = ld_ps8(a.s, 8 * g);
+        accm = _mm256_fmadd_ps(mx, sy, accm);
+        let dxy = _mm512_castps256_ps512(_mm256_mul_ps(dx, dy));
+        for (k, ik) in idx.iter().enumerate() {
+            let q0 = ld128(wg, 2 * k * Q4_1_BYTES + 4);
+            let q1 = ld128(wg, (2 * k + 1) * Q4_1_BYTES + 4);
+            let v = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(q0), q1);
+            let z = _mm512_permutexvar_epi64(dup, _mm512_castsi256_si512(v));
+            let z = _mm512_and_si512(_mm512_srlv_epi16(z, shifts), m4);
+            let y = ld512_i8(a.qs, (8 * g + 2 * k) * QK);
+            let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), z, y);
+            let sc = _mm512_permutexvar_ps(*ik, dxy);
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), sc, acc);
+        }
+    }
+    let m4y = _mm256_set1_epi8(0x0f);
+    let mut acct = _mm256_setzero_ps();
+    let mut summs = 0.0f32;
+    for (j, b) in tail.as_chunks::<Q4_1_BYTES>().0.iter().enumerate() {
+        let i = 8 * ng + j;
+        let q = ld128(b, 4);
+        let v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4y);
+        let y = ld256_i8(a.qs, i * QK);
+        let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), v, y);
+        let dy = a.d.get(i).copied().unwrap_or(0.0);
+        let sy = a.s.get(i).copied().unwrap_or(0.0);
+        let dxy = f16_to_f32(b[0], b[1]) * dy;
+        acct = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dxy), acct);
+        summs += f16_to_f32(b[2], b[3]) * sy;
+    }
+    reduce(acc, _mm256_add_ps(acct, accm)) + summs
+}
+
+// ------------------------------------------------------------------ Q8_0 · Q8_0
+
+/// Q8_0 weights · Q8_0 activations.
+pub(crate) fn dot_q8_0(w: &[u8], _: &[f32], a: QActRef<'_>) -> f32 {
+    let nb = w.len() / Q8_0_BYTES;
+    let ok = w.len() == nb * Q8_0_BYTES && a.qs.len() >= nb * QK && a.d.len() >= nb;
+    if !FEATURES_OK() || !ok {
+        return scalar::dot_q8_0(w, a);
+    }
+    // SAFETY: the AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C features were detected just above.
+    unsafe { q8_0_inner(w, a) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q8_0_inner(w: &[u8], a: QActRef<'_>) -> f32 {
+    const G: usize = 8 * Q8_0_BYTES;
+    let idx = [pair_idx(0), pair_idx(1), pair_idx(2), pair_idx(3)];
+    let zero = _mm512_setzero_si512();
+    let mut acc = _mm512_setzero_ps();
+    let (groups, tail) = w.as_chunks::<G>();
+    let ng = groups.len();
+    for (g, wg) in groups.iter().enumerate() {
+        let mut hs = [0u16; 8];
+        for (k, v) in hs.iter_mut().enumerate() {
+            let o = k * Q8_0_BYTES;
+            *v = u16::from_le_bytes([wg[o], wg[o + 1]]);
+        }
+        let dx = halves8(hs);
+        let dy = ld_ps8(a.d, 8 * g);
+        let dxy = _mm512_castps256_ps512(_mm256_mul_ps(dx, dy));
+        for (k, ik) in idx.iter().enumerate() {
+            let x0 = ld256(wg, 2 * k * Q8_0_BYTES + 2);
+            let x1 = ld256(wg, (2 * k + 1) * Q8_0_BYTES + 2);
+            let x = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(x0), x1);
+            let y = ld512_i8(a.qs, (8 * g + 2 * k) * QK);
+            // |x| as unsigned bytes, the sign of x moved onto y
+            let neg = _mm512_movepi8_mask(x);
+            let ax = _mm512_abs_epi8(x);
+            let sy = _mm512_mask_sub_epi8(y, neg, zero, y);
+            let p = _mm512_dpbusd_epi32(zero, ax, sy);
+            let sc = _mm512_permutexvar_ps(*ik, dxy);
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), sc, acc);
+        }
+    }
+    let mut acct = _mm256_setzero_ps();
+    for (j, b) in tail.as_chunks::<Q8_0_BYTES>().0.iter().enumerate() {
+        let i = 8 * ng + j;
+        let x = ld256(b, 2);
+        let y = ld256_i8(a.qs, i * QK);
+        let ax = _mm256_abs_epi8(x);
+        let sy = _mm256_sign_epi8(y, x);
+        let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy);
+        let dy = a.d.get(i).copied().unwrap_or(0.0);
+        let dxy = f16_to_f32(b[0], b[1]) * dy;
+        acct = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dxy), acct);
+    }
+    reduce(acc, acct)
+}
