@@ -675,12 +675,19 @@ fn hostile(md: &[(&str, Option<Value>)], edit: &dyn Fn(&mut Tensors)) -> Vec<u8>
     w.to_bytes().unwrap()
 }
 
+/// A hostile case: name, metadata edits, the expected error class.
+type Case = (
+    &'static str,
+    Vec<(&'static str, Option<Value>)>,
+    fn(EngineError) -> bool,
+);
+
 #[test]
 fn hostile_configurations_give_typed_errors() {
     let none = |_: &mut Tensors| {};
     let cfg = |e: EngineError| matches!(e, EngineError::InvalidConfig { .. });
     let u = |v: u32| Some(Value::U32(v));
-    let cases: Vec<(&str, Vec<(&str, Option<Value>)>, fn(EngineError) -> bool)> = vec![
+    let cases: Vec<Case> = vec![
         ("zero blocks", vec![("llama.block_count", u(0))], cfg),
         ("huge blocks", vec![("llama.block_count", u(u32::MAX))], cfg),
         (

@@ -49,7 +49,7 @@ pub struct Model {
 
 /// Reusable activation buffers for batches of up to `capacity` positions, and the thread
 /// budget of the matrix kernels.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Scratch {
     capacity: usize,
     threads: Threads,

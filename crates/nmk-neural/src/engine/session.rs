@@ -16,6 +16,7 @@ use std::sync::Arc;
 use super::error::{EngineError, Result};
 use super::hooks::{HookSet, LayerRoute};
 use super::kv_cache::{KvCache, KvSnapshot};
+use super::linear::Threads;
 use super::model::{LogitsWanted, Model, Scratch};
 use super::sampling::{Rng, Sampler, SamplingParams};
 
@@ -141,7 +142,7 @@ impl Session {
             });
         }
         let cache = model.new_cache(opts.window)?;
-        let scratch = Scratch::new(model.config(), opts.batch, opts.threads);
+        let scratch = Scratch::new(model.config(), opts.batch, Threads::new(opts.threads));
         let max_context = opts
             .max_context
             .unwrap_or(model.config().n_ctx_train as u64);
@@ -208,7 +209,7 @@ impl Session {
                 reason: "threads must be at least 1".to_owned(),
             });
         }
-        self.scratch.set_threads(threads);
+        self.scratch.set_threads(Threads::new(threads));
         Ok(())
     }
 

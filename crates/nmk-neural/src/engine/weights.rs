@@ -95,7 +95,7 @@ impl ModelWeights {
         }
         let output_norm = load_f32(file, "output_norm.weight", &[du])?;
         let output = if cfg.tied_output {
-            embedding.as_linear("token_embd.weight")
+            embedding.as_linear()
         } else {
             Linear::load(file, "output.weight", d, cfg.n_vocab)?
         };
