@@ -146,6 +146,32 @@ impl Model {
         &self.file
     }
 
+    /// The end-of-sequence token from `tokenizer.ggml.eos_token_id`, if present and in range.
+    pub fn eos_token(&self) -> Option<u32> {
+        self.token_meta("tokenizer.ggml.eos_token_id")
+    }
+
+    /// The end-of-turn token from `tokenizer.ggml.eot_token_id`, if present and in range.
+    pub fn eot_token(&self) -> Option<u32> {
+        self.token_meta("tokenizer.ggml.eot_token_id")
+    }
+
+    /// Tokens that end a generation by default: end-of-sequence and end-of-turn.
+    pub fn stop_tokens(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .eos_token()
+            .into_iter()
+            .chain(self.eot_token())
+            .collect();
+        v.dedup();
+        v
+    }
+
+    fn token_meta(&self, key: &str) -> Option<u32> {
+        let id = self.file.metadata().opt_u32(key).ok().flatten()?;
+        ((id as usize) < self.config.n_vocab).then_some(id)
+    }
+
     /// An empty KV cache for this model (`window`: optional sliding window).
     pub fn new_cache(&self, window: Option<usize>) -> Result<KvCache> {
         KvCache::new(self.config.n_layer, self.config.kv_dim(), window)

@@ -320,8 +320,9 @@ impl Session {
         res
     }
 
-    /// Forwards queued tokens and prepares the masked logits of the next position.
-    fn ready(&mut self) -> Result<u64> {
+    /// Forwards queued tokens and returns the logits of the next position, masked by the
+    /// installed logit masks (copied only when a mask is installed).
+    fn ready(&mut self) -> Result<&[f32]> {
         self.run_queued()?;
         let pos = match self.logits_pos {
             Some(p) if p + 1 == self.tokens.len() as u64 => p + 1,
@@ -331,34 +332,44 @@ impl Session {
                 });
             }
         };
+        if !self.hooks.has_logit_masks() {
+            return Ok(&self.logits);
+        }
         self.masked.clear();
         self.masked.extend_from_slice(&self.logits);
-        if self.hooks.has_logit_masks() {
-            self.hooks.apply_logit_masks(pos, &mut self.masked);
-        }
-        Ok(pos)
+        self.hooks.apply_logit_masks(pos, &mut self.masked);
+        Ok(&self.masked)
     }
 
     /// Runs queued tokens and returns the (masked) logits of the next position.
     pub fn step(&mut self) -> Result<StepOut> {
-        self.ready()?;
+        let logits = self.ready()?.to_vec();
         Ok(StepOut {
-            logits: self.masked.clone(),
+            logits,
             routes: self.routes.clone(),
         })
     }
 
     /// Like [`Session::step`], borrowing the logits instead of copying them.
     pub fn logits(&mut self) -> Result<&[f32]> {
-        self.ready()?;
-        Ok(&self.masked)
+        self.ready()
+    }
+
+    /// The routes of the last forwarded token (empty for dense models).
+    pub fn routes(&self) -> &[LayerRoute] {
+        &self.routes
     }
 
     /// Selects the next token (does not feed it).
     pub fn sample(&mut self, params: &SamplingParams) -> Result<u32> {
         self.ready()?;
+        let logits = if self.hooks.has_logit_masks() {
+            &self.masked
+        } else {
+            &self.logits
+        };
         self.sampler
-            .select(&self.masked, params, &self.tokens, &mut self.rng)
+            .select(logits, params, &self.tokens, &mut self.rng)
     }
 
     /// Samples and feeds up to `max_tokens` tokens, stopping early at a stop token.
