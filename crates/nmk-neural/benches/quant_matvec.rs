@@ -1,0 +1,161 @@
+//! Matvec throughput (GB/s of weight bytes) per weight type on realistic shapes, with the
+//! scalar kernel as the in-run baseline, 1 and 2 threads; plus one decode step's worth of
+//! SmolLM2-135M matvecs (every 2-D weight of the cached model once) when the model is cached.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use nmk_neural::gguf::{GgmlType, GgufFile};
+use nmk_neural::quant::{Isa, QMatrix, Threads, effective_isa};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn f(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+fn matrix(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> QMatrix {
+    if ty.block_elems() == 256 {
+        let bb = ty.block_bytes() as usize;
+        let mut b: Vec<u8> = (0..rows * cols / 256 * bb)
+            .map(|_| (rng.next() >> 56) as u8)
+            .collect();
+        for blk in b.chunks_mut(bb) {
+            let d = half::f16::from_f32(0.01).to_bits().to_le_bytes();
+            if ty == GgmlType::Q6_K {
+                blk[208..210].copy_from_slice(&d);
+            } else {
+                blk[0..2].copy_from_slice(&d);
+                blk[2..4].copy_from_slice(&d);
+            }
+        }
+        return QMatrix::from_bytes(b, ty, rows, cols).unwrap();
+    }
+    let w: Vec<f32> = (0..rows * cols).map(|_| rng.f() * 0.1).collect();
+    QMatrix::from_f32(ty, rows, cols, &w).unwrap()
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(1200))
+}
+
+fn matvec(c: &mut Criterion) {
+    let types = [
+        GgmlType::Q4_1,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+        GgmlType::Q5_0,
+        GgmlType::Q4_0,
+        GgmlType::Q5_1,
+        GgmlType::Q5_K,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::F32,
+    ];
+    // (n_rows, n_cols): SmolLM2 down, up/gate, output head; Qwen2.5-0.5B down.
+    let shapes = [
+        (576usize, 1536usize),
+        (1536, 576),
+        (49152, 576),
+        (896, 4864),
+    ];
+    let filter = std::env::var("QUANT_BENCH_TYPES").ok();
+    let one = Threads::single();
+    let two = Threads::new(2);
+    let mut rng = Rng(1);
+    for ty in types {
+        if let Some(f) = &filter
+            && !f.split(',').any(|t| t.eq_ignore_ascii_case(ty.name()))
+        {
+            continue;
+        }
+        let mut g = c.benchmark_group(format!("matvec_{}", ty.name()));
+        for &(rows, cols) in &shapes {
+            if cols % ty.block_elems() as usize != 0 {
+                continue;
+            }
+            let m = matrix(&mut rng, ty, rows, cols);
+            let x: Vec<f32> = (0..cols).map(|_| rng.f()).collect();
+            let mut y = vec![0.0f32; rows];
+            g.throughput(Throughput::Bytes(m.bytes().len() as u64));
+            let shape = format!("{rows}x{cols}");
+            let best = Isa::detect();
+            let isa_name = format!("{:?}", effective_isa(ty, best));
+            let fast = m.clone();
+            g.bench_function(BenchmarkId::new(format!("{isa_name}_1t"), &shape), |b| {
+                b.iter(|| fast.matvec(black_box(&x), &mut y, &one).unwrap())
+            });
+            g.bench_function(BenchmarkId::new(format!("{isa_name}_2t"), &shape), |b| {
+                b.iter(|| fast.matvec(black_box(&x), &mut y, &two).unwrap())
+            });
+            let scalar = m.with_isa(Isa::Scalar).unwrap();
+            g.bench_function(BenchmarkId::new("Scalar_1t", &shape), |b| {
+                b.iter(|| scalar.matvec(black_box(&x), &mut y, &one).unwrap())
+            });
+        }
+        g.finish();
+    }
+}
+
+/// One decode step's worth of matvecs over every 2-D weight of the cached SmolLM2 file.
+fn smollm2_token(c: &mut Criterion) {
+    let Some(home) = std::env::var_os("HOME") else {
+        return;
+    };
+    let path =
+        std::path::Path::new(&home).join(".cache/nmk/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let Ok(file) = GgufFile::open(&path) else {
+        eprintln!(
+            "SmolLM2 not cached at {}: skipping the token bench",
+            path.display()
+        );
+        return;
+    };
+    let file = Arc::new(file);
+    let mut mats = Vec::new();
+    for t in file.tensors() {
+        if t.dims().len() == 2 && t.ggml_type() != GgmlType::F32 {
+            mats.push(QMatrix::from_gguf(&file, t.name()).unwrap());
+        }
+    }
+    let bytes: usize = mats.iter().map(|m| m.bytes().len()).sum();
+    let mut rng = Rng(2);
+    let xs: Vec<Vec<f32>> = mats
+        .iter()
+        .map(|m| (0..m.n_cols()).map(|_| rng.f()).collect())
+        .collect();
+    let mut ys: Vec<Vec<f32>> = mats.iter().map(|m| vec![0.0; m.n_rows()]).collect();
+    let mut g = c.benchmark_group("smollm2_token_matvecs");
+    g.throughput(Throughput::Bytes(bytes as u64));
+    for (name, t) in [("1t", Threads::single()), ("2t", Threads::new(2))] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for ((m, x), y) in mats.iter().zip(&xs).zip(ys.iter_mut()) {
+                    m.matvec(black_box(x), y, &t).unwrap();
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = smollm2_token, matvec
+}
+criterion_main!(benches);
