@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod ledger;
+pub mod model;
 
 /// How a command reports.
 #[derive(Debug, Clone, Copy)]
