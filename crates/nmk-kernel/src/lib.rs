@@ -17,6 +17,7 @@ pub mod commit_trap;
 pub mod ledger;
 pub mod ops;
 pub mod plan;
+pub mod proposer;
 pub mod scheduler;
 pub mod store;
 pub mod task;
