@@ -32,11 +32,10 @@ struct Spec {
 /// All tensors by name: (ggml dims, data as f32).
 type Tensors = Vec<(String, Vec<u64>, Vec<f32>)>;
 
-/// A straightforward, independent forward (full recompute, f64 accumulation) over the fixture
-/// tensors: checks the engine's math, not its bits.
+/// A straightforward, independent forward (full recompute, f64 accumulation) over dequantized
+/// tensors: checks the engine's math, not its bits. RoPE rotates whole heads.
 fn reference_logits(s: &Spec, t: &Tensors, ids: &[u32]) -> Vec<Vec<f32>> {
     let get = |name: &str| -> &Vec<f32> { &t.iter().find(|x| x.0 == name).unwrap().2 };
-    let hd = s.d / s.n_head;
     let group = s.n_head / s.n_kv;
     let neox = s.arch == "qwen2";
     let hd = s.hd;
