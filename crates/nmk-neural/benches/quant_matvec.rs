@@ -153,9 +153,73 @@ fn smollm2_token(c: &mut Criterion) {
     g.finish();
 }
 
+/// CPU seconds used by the calling thread so far (utime + stime from /proc, 10 ms ticks).
+fn thread_cpu_secs() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let rest = s.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ut: f64 = f.get(11)?.parse().ok()?;
+    let st: f64 = f.get(12)?.parse().ok()?;
+    Some((ut + st) / 100.0)
+}
+
+/// With `QUANT_CPU_REPORT=1`: 1-thread GB/s per *CPU second* of the benchmarking thread, which
+/// stays meaningful when other processes load the machine (wall-clock numbers then mostly
+/// measure the scheduler). Runs each case for about 2 s of CPU.
+fn cpu_report(_: &mut Criterion) {
+    if std::env::var_os("QUANT_CPU_REPORT").is_none() {
+        return;
+    }
+    let mut rng = Rng(3);
+    let one = Threads::single();
+    let cases = [
+        (GgmlType::Q4_1, 1536usize, 576usize),
+        (GgmlType::Q4_1, 49152, 576),
+        (GgmlType::Q8_0, 1536, 576),
+        (GgmlType::Q8_0, 49152, 576),
+        (GgmlType::Q4_K, 896, 4864),
+        (GgmlType::Q6_K, 896, 4864),
+        (GgmlType::Q5_0, 896, 4864),
+        (GgmlType::F16, 896, 4864),
+        (GgmlType::F32, 1536, 576),
+    ];
+    for (ty, rows, cols) in cases {
+        let m = matrix(&mut rng, ty, rows, cols);
+        let x: Vec<f32> = (0..cols).map(|_| rng.f()).collect();
+        let mut y = vec![0.0f32; rows];
+        for (label, mm) in [
+            (format!("{:?}", effective_isa(ty, Isa::detect())), m.clone()),
+            (
+                "Scalar".to_owned(),
+                m.clone().with_isa(Isa::Scalar).unwrap(),
+            ),
+        ] {
+            let Some(t0) = thread_cpu_secs() else { return };
+            let mut n = 0u64;
+            let budget = if label == "Scalar" { 0.5 } else { 2.0 };
+            loop {
+                for _ in 0..8 {
+                    mm.matvec(black_box(&x), &mut y, &one).unwrap();
+                }
+                n += 8;
+                let t = thread_cpu_secs().unwrap_or(t0) - t0;
+                if t >= budget {
+                    let gbs = (mm.bytes().len() as f64 * n as f64) / t / 1e9;
+                    eprintln!(
+                        "cpu-time {} {rows}x{cols} {label}: {gbs:.2} GB/s per CPU-second ({:.1} us/matvec)",
+                        ty.name(),
+                        t / n as f64 * 1e6
+                    );
+                    break;
+                }
+            }
+        }
+    }
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = smollm2_token, matvec
+    targets = cpu_report, smollm2_token, matvec
 }
 criterion_main!(benches);

@@ -23,11 +23,22 @@
 //! call on a machine takes the same path.
 //!
 //! # Kernels per CPU
-//! See [`kernels`] and [`x86`]: scalar everywhere; AVX2+FMA+F16C for every type; AVX-512 VNNI
-//! for the hot ones. Float weights (F32/F16/BF16) use 16 fixed lanes on every ISA (bitwise
-//! equal across ISAs); k-quants reduce each super-block to exact integers, then do the same
-//! float ops on every ISA (bitwise equal); 32-element block types accumulate per-block floats
-//! in SIMD lanes (within a few ulps of the scalar reference, not bitwise).
+//! | weights | scalar | AVX2+FMA+F16C | AVX-512 F/BW/VL+VNNI |
+//! |---|---|---|---|
+//! | F32, F16, BF16 | yes | yes (bitwise = scalar) | uses AVX2 |
+//! | Q4_0, Q5_0, Q5_1 | yes | yes (≈ scalar) | uses AVX2 |
+//! | Q4_1, Q8_0 | yes | yes (≈ scalar) | `vpdpbusd`, 8-block groups (≈ scalar) |
+//! | Q4_K, Q5_K, Q6_K | yes | yes (bitwise = scalar) | uses AVX2 |
+//!
+//! "bitwise = scalar": same integers per super-block (k-quants) or the same 16 float lanes and
+//! reduction tree (float weights), so results do not depend on the CPU. "≈ scalar": per-block
+//! float terms are summed in SIMD lanes, within ~1e-5 of Σ|terms| of the scalar reference (tests
+//! check both). Whatever the ISA, one machine always runs one kernel per type ([`Isa::detect`]).
+//!
+//! # Threads
+//! [`Threads::new(2)`](Threads::new) keeps one parked worker (spins 100 µs after a job, then
+//! sleeps on a condvar). On the shared 2-vCPU build machines under load, 2 threads were slower
+//! than 1 for single matvecs (see `benches/quant_matvec.rs`); 1 thread is the default to use.
 
 mod act;
 mod blocks;

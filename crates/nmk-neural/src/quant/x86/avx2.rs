@@ -18,7 +18,7 @@ use std::arch::x86_64::*;
 use super::super::act::QActRef;
 use super::super::blocks::{
     Q4_0_BYTES, Q4_1_BYTES, Q4_K_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q5_K_BYTES, Q6_K_BYTES, Q8_0_BYTES,
-    QK, QK_K, f16_to_f32, unpack_scales_k4,
+    QK, QK_K, unpack_scales_k4,
 };
 use super::super::scalar::{self, k_mins, k_update, reduce16};
 use super::has_avx2;
@@ -65,9 +65,12 @@ pub(super) fn ld_ps(b: &[f32], off: usize) -> __m256 {
     }
 }
 
-#[inline(always)]
-fn half_to_f32(lo: u8, hi: u8) -> f32 {
-    f16_to_f32(lo, hi)
+/// f16 → f32 with F16C (`vcvtph2ps`); exact, same value as `half`'s conversion.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn half_to_f32(lo: u8, hi: u8) -> f32 {
+    let bits = u16::from_le_bytes([lo, hi]) as i32;
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
 }
 
 // ------------------------------------------------------------------ float weights

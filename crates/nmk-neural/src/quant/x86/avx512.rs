@@ -10,8 +10,9 @@
 use std::arch::x86_64::*;
 
 use super::super::act::QActRef;
-use super::super::blocks::{Q4_1_BYTES, Q8_0_BYTES, QK, f16_to_f32};
+use super::super::blocks::{Q4_1_BYTES, Q8_0_BYTES, QK};
 use super::super::scalar;
+use super::avx2::half_to_f32 as f16_to_f32;
 use super::has_avx512;
 
 const FEATURES_OK: fn() -> bool = has_avx512;
