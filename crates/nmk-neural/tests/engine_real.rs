@@ -213,6 +213,25 @@ fn smollm2_snapshot_restore_trim_bitwise_and_hook_liveness() {
     let (t3, l3, _) = decode(&mut s, 13);
     assert_eq!((t3.as_slice(), l3.as_slice()), (&toks[3..], &logs[3..]));
 
+    // Speculation: verify the 8 greedy drafts in one batched forward, bit for bit against the
+    // sequential logits, then roll back 3 of them and continue identically.
+    let mut v = Session::new(m.clone(), &opts(32, 1)).unwrap();
+    v.prefill(&PROMPT).unwrap();
+    let first = bits(v.logits().unwrap());
+    assert_eq!(first, logs[0]);
+    let verified = v.prefill_all_logits(&toks[..8]).unwrap();
+    let nv = m.config().n_vocab;
+    for k in 0..8 {
+        assert_eq!(
+            bits(&verified[k * nv..(k + 1) * nv]),
+            logs[k + 1],
+            "draft {k}"
+        );
+    }
+    v.trim(PROMPT.len() + 5).unwrap();
+    let (t4, l4, _) = decode(&mut v, 11);
+    assert_eq!((t4.as_slice(), l4.as_slice()), (&toks[5..], &logs[5..]));
+
     // Zero-effect hooks identical; live hooks change the output.
     let d = m.config().n_embd;
     let run = |delta: f32, armed: bool, forbid: Vec<u32>| {

@@ -449,6 +449,33 @@ fn determinism_snapshot_restore_trim_identical() {
 }
 
 #[test]
+fn interleaved_sessions_identical_to_each_alone() {
+    let m = model_of(&llama_spec());
+    let alone = |prompt: &[u32]| {
+        let mut s = Session::new(m.clone(), &opts(4, 1)).unwrap();
+        s.prefill(prompt).unwrap();
+        decode(&mut s, 10)
+    };
+    let (pa, pb) = (&IDS[..7], &IDS[9..20]);
+    let (a, b) = (alone(pa), alone(pb));
+    let mut sa = Session::new(m.clone(), &opts(4, 1)).unwrap();
+    let mut sb = Session::new(m.clone(), &opts(4, 1)).unwrap();
+    sa.prefill(pa).unwrap();
+    sb.prefill(pb).unwrap();
+    let (mut ra, mut rb) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+    for _ in 0..10 {
+        for (s, r) in [(&mut sa, &mut ra), (&mut sb, &mut rb)] {
+            let (t, l) = decode(s, 1);
+            r.0.extend(t);
+            r.1.extend(l);
+        }
+    }
+    assert_eq!(ra, a);
+    assert_eq!(rb, b);
+    assert_ne!(a.1, b.1);
+}
+
+#[test]
 fn ring_window_chunking_invariant_and_trim_refused_after_wrap() {
     let m = model_of(&llama_spec());
     let ring = |batch| SessionOptions {

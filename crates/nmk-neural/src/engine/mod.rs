@@ -37,5 +37,6 @@ pub use kv_cache::{KvCache, KvSnapshot};
 pub use model::{LogitsWanted, Model, Scratch};
 pub use sampling::{Rng, Sampler, SamplingParams, argmax};
 pub use session::{
-    GenerateParams, Generated, Session, SessionOptions, SessionSnapshot, StepOut, StopReason,
+    GenerateParams, Generated, MAX_BATCH, Session, SessionOptions, SessionSnapshot, StepOut,
+    StopReason,
 };

@@ -20,6 +20,9 @@ use super::linear::Threads;
 use super::model::{LogitsWanted, Model, Scratch};
 use super::sampling::{Rng, Sampler, SamplingParams};
 
+/// Largest internal forward batch a session accepts.
+pub const MAX_BATCH: usize = 4096;
+
 /// How a session runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionOptions {
@@ -136,9 +139,12 @@ pub struct Session {
 impl Session {
     /// A fresh session on `model`.
     pub fn new(model: Arc<Model>, opts: &SessionOptions) -> Result<Session> {
-        if opts.threads == 0 || opts.batch == 0 {
+        if opts.threads == 0 || opts.batch == 0 || opts.batch > MAX_BATCH {
             return Err(EngineError::State {
-                reason: "threads and batch must be at least 1".to_owned(),
+                reason: format!(
+                    "threads must be at least 1 and batch in 1..={MAX_BATCH} (got {} and {})",
+                    opts.threads, opts.batch
+                ),
             });
         }
         let cache = model.new_cache(opts.window)?;
