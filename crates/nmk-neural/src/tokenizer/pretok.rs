@@ -376,3 +376,88 @@ fn llama3<'a>(text: &'a str, max_digits: usize, out: &mut Vec<&'a str>) {
         out.push(&text[cs.offset(start)..cs.offset(i)]);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const ALPHABET: &[char] = &[
+        ' ', ' ', ' ', '\t', '\n', '\r', '\x0B', 'a', 'b', 'Z', 's', 't', 'm', 'd', 'r', 'e', 'v',
+        'l', 'S', 'T', 'L', 'E', '\'', '\'', '1', '2', '3', '0', '٣', '①', '!', '.', ',', '(', '$',
+        '<', '|', 'é', 'ß', 'Ж', '中', 'ア', '🍕', '\u{200d}', '\u{301}', '\u{93e}', '\u{a0}',
+        '\u{85}', '\u{2009}', '\u{3000}', '\u{200b}',
+    ];
+
+    fn text() -> impl Strategy<Value = String> {
+        proptest::collection::vec(proptest::sample::select(ALPHABET), 0..40)
+            .prop_map(|v| v.into_iter().collect())
+    }
+
+    fn compiled(pre: &str) -> &'static (PreSpec, PreTokenizer) {
+        static ALL: std::sync::OnceLock<Vec<(&'static str, (PreSpec, PreTokenizer))>> =
+            std::sync::OnceLock::new();
+        let all = ALL.get_or_init(|| {
+            ["smollm", "gpt-2", "qwen2", "llama-bpe"]
+                .into_iter()
+                .map(|name| {
+                    let spec = spec_for(name).unwrap();
+                    let p = PreTokenizer::new(&spec).unwrap();
+                    (name, (spec, p))
+                })
+                .collect()
+        });
+        &all.iter().find(|(n, _)| *n == pre).unwrap().1
+    }
+
+    fn both(pre: &str, s: &str) -> (Vec<String>, Vec<String>) {
+        let (spec, p) = compiled(pre);
+        let mut fast = Vec::new();
+        split_fast(spec.fast.unwrap(), s, &mut fast);
+        let mut slow = Vec::new();
+        p.split_regex(s, &mut slow).unwrap();
+        (
+            fast.into_iter().map(str::to_owned).collect(),
+            slow.into_iter().map(str::to_owned).collect(),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        /// The hand-written splitters cut exactly where the expressions do.
+        #[test]
+        fn fast_splitters_equal_the_expressions(s in text()) {
+            for pre in ["smollm", "gpt-2", "qwen2", "llama-bpe"] {
+                let (fast, slow) = both(pre, &s);
+                prop_assert_eq!(&fast, &slow, "{} on {:?}", pre, s);
+                prop_assert_eq!(fast.concat(), s.clone());
+            }
+        }
+    }
+
+    #[test]
+    fn known_cuts() {
+        let cut = |pre: &str, s: &str| both(pre, s).0;
+        assert_eq!(cut("smollm", "The 123"), ["The", " ", "1", "2", "3"]);
+        assert_eq!(cut("gpt-2", "a   b  "), ["a", "  ", " b", "  "]);
+        assert_eq!(
+            cut("qwen2", "x1234 I'M"),
+            ["x", "1", "2", "3", "4", " I", "'M"]
+        );
+        assert_eq!(
+            cut("llama-bpe", "1234567 \n\n x"),
+            ["123", "456", "7", " \n\n", " x"]
+        );
+        assert_eq!(cut("llama-bpe", "((hi!!\n"), ["((", "hi", "!!\n"]);
+    }
+
+    #[test]
+    fn unknown_pre_tokenizer_is_refused() {
+        assert!(matches!(
+            spec_for("no-such-thing"),
+            Err(TokenizerError::UnsupportedPreTokenizer { .. })
+        ));
+    }
+}
