@@ -21,8 +21,11 @@
 //!   type and pre-tokenizer when the keys are absent (BPE: no BOS except the Llama 3 family;
 //!   SentencePiece: BOS).
 //!
-//! Decoding concatenates token pieces (special tokens as their text); [`Decoder`] streams the
-//! same bytes and only ever emits complete UTF-8. [`ChatTemplate`] renders
+//! Decoding concatenates token pieces (special tokens as their text), dropping SentencePiece's
+//! added leading space like `llama_detokenize`; it does not apply llama.cpp's optional
+//! `clean_spaces` post-processing (which would break `decode(encode(x)) == x`). [`Decoder`]
+//! streams the same bytes and only ever emits complete UTF-8. Encoding caches token ids per
+//! pre-token word; a thread that finds the cache busy encodes without it rather than waiting. [`ChatTemplate`] renders
 //! `tokenizer.chat_template` with minijinja.
 //!
 //! Not reproduced from llama.cpp: per-model `lstrip`/`rstrip` attributes (set there by model
@@ -133,6 +136,8 @@ pub struct Tokenizer {
     eog: BTreeSet<u32>,
     add_bos: bool,
     add_eos: bool,
+    /// Decoding drops one leading space of the first token (SentencePiece's added prefix).
+    strip_first_space: bool,
     chat_template: Option<String>,
     cache: Mutex<HashMap<Box<str>, Box<[u32]>>>,
 }
@@ -346,6 +351,9 @@ impl Tokenizer {
                     .unwrap_or(true),
             },
         };
+        let strip_first_space = md
+            .opt_bool("tokenizer.ggml.add_space_prefix")?
+            .unwrap_or(kind == VocabKind::Spm);
 
         let keyed =
             |key: &'static str, default: Option<u32>| -> Result<Option<u32>, TokenizerError> {
@@ -455,6 +463,7 @@ impl Tokenizer {
             eog,
             add_bos,
             add_eos,
+            strip_first_space,
             chat_template: md.opt_str("tokenizer.chat_template")?.map(str::to_owned),
             cache: Mutex::new(HashMap::new()),
         };
@@ -599,14 +608,25 @@ impl Tokenizer {
         self.pieces.get(id as usize).map_or(&[], Vec::as_slice)
     }
 
-    /// Decodes ids to text: the concatenated pieces, invalid UTF-8 replaced by U+FFFD. Ids
-    /// outside the vocabulary contribute nothing.
+    /// Decodes ids to text: the concatenated pieces (special tokens as their text), invalid
+    /// UTF-8 replaced by U+FFFD; ids outside the vocabulary contribute nothing. Where the
+    /// vocabulary adds a leading space when encoding (SentencePiece), one leading space of the
+    /// first token is dropped, as llama.cpp's `llama_detokenize` does; no other clean-up.
     pub fn decode(&self, ids: &[u32]) -> String {
         let mut bytes = Vec::new();
-        for &id in ids {
-            bytes.extend_from_slice(self.piece(id));
+        for (i, &id) in ids.iter().enumerate() {
+            bytes.extend_from_slice(self.piece_at(id, i == 0));
         }
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    fn piece_at(&self, id: u32, first: bool) -> &[u8] {
+        let p = self.piece(id);
+        if first && self.strip_first_space {
+            p.strip_prefix(b" ").unwrap_or(p)
+        } else {
+            p
+        }
     }
 
     /// A streaming decoder over this vocabulary.
@@ -614,6 +634,7 @@ impl Tokenizer {
         Decoder {
             tok: self,
             pending: Vec::new(),
+            first: true,
         }
     }
 
@@ -672,9 +693,11 @@ impl Tokenizer {
     ) {
         let mut words = Vec::new();
         let mut encoded = String::new();
-        let mut cache = match self.cache.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
+        // Another thread encoding at the same time does not wait: it works without the cache.
+        let mut guard = match self.cache.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
         };
         for f in fragments {
             match *f {
@@ -688,7 +711,7 @@ impl Tokenizer {
                         words.push(&text[s..e]);
                     }
                     for w in &words {
-                        if let Some(ids) = cache.get(*w) {
+                        if let Some(ids) = guard.as_ref().and_then(|c| c.get(*w)) {
                             out.extend_from_slice(ids);
                             continue;
                         }
@@ -696,10 +719,12 @@ impl Tokenizer {
                         self.bytes.encode(w.as_bytes(), &mut encoded);
                         let start = out.len();
                         bpe.encode_word(w.as_bytes(), &encoded, &self.text_to_id, out);
-                        if cache.len() >= WORD_CACHE_CAP {
-                            cache.clear();
+                        if let Some(cache) = guard.as_mut() {
+                            if cache.len() >= WORD_CACHE_CAP {
+                                cache.clear();
+                            }
+                            cache.insert((*w).into(), out[start..].into());
                         }
-                        cache.insert((*w).into(), out[start..].into());
                     }
                 }
             }
@@ -788,12 +813,15 @@ impl Tokenizer {
 pub struct Decoder<'a> {
     tok: &'a Tokenizer,
     pending: Vec<u8>,
+    first: bool,
 }
 
 impl Decoder<'_> {
     /// Adds one token; returns the text that became complete (possibly empty).
     pub fn push(&mut self, id: u32) -> String {
-        self.pending.extend_from_slice(self.tok.piece(id));
+        self.pending
+            .extend_from_slice(self.tok.piece_at(id, self.first));
+        self.first = false;
         let mut out = String::new();
         let mut start = 0;
         loop {
