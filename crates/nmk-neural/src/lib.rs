@@ -11,4 +11,5 @@ pub mod engine;
 pub mod gguf;
 pub mod models;
 pub mod quant;
+pub mod text;
 pub mod tokenizer;
