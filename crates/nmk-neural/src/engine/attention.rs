@@ -29,19 +29,24 @@ pub(crate) fn attend(
         reason: "attention span overflows".to_owned(),
     })?;
     let scale = 1.0 / (hd as f32).sqrt();
-    let missing = |p: u64| EngineError::State {
-        reason: format!("KV entry for position {p} missing in layer {layer}"),
-    };
+    let runs = cache
+        .span(layer, lo, pos)
+        .ok_or_else(|| EngineError::State {
+            reason: format!("KV entries {lo}..={pos} missing in layer {layer}"),
+        })?;
+    let kvd = cfg.kv_dim();
     // scores[h * n + j]: head h, key j.
     scores.clear();
     scores.resize(nh * n, 0.0);
-    for j in 0..n {
-        let p = lo + j as u64;
-        let (k, _) = cache.read(layer, p).ok_or_else(|| missing(p))?;
-        for h in 0..nh {
-            let g = h / group;
-            let s = ops::dot(&q[h * hd..(h + 1) * hd], &k[g * hd..(g + 1) * hd]);
-            scores[h * n + j] = s * scale;
+    let rows = || {
+        runs.iter()
+            .flat_map(move |(k, v)| k.chunks_exact(kvd).zip(v.chunks_exact(kvd)))
+    };
+    for (h, qh) in q.chunks_exact(hd).take(nh).enumerate() {
+        let g = h / group;
+        let row = &mut scores[h * n..(h + 1) * n];
+        for (s, (k, _)) in row.iter_mut().zip(rows()) {
+            *s = ops::dot(qh, &k[g * hd..(g + 1) * hd]) * scale;
         }
     }
     for h in 0..nh {
@@ -52,9 +57,7 @@ pub(crate) fn attend(
         }
         out[h * hd..(h + 1) * hd].fill(0.0);
     }
-    for j in 0..n {
-        let p = lo + j as u64;
-        let (_, v) = cache.read(layer, p).ok_or_else(|| missing(p))?;
+    for (j, (_, v)) in rows().enumerate() {
         for h in 0..nh {
             let g = h / group;
             let e = scores[h * n + j];

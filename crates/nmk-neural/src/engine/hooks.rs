@@ -70,7 +70,8 @@ impl<'a> Residual<'a> {
         }
         let row = i
             .checked_mul(n)
-            .and_then(|s| self.data.get_mut(s..s + n))
+            .and_then(|s| Some(s..s.checked_add(n)?))
+            .and_then(|r| self.data.get_mut(r))
             .ok_or_else(|| HookError(format!("residual row {i} out of range")))?;
         for (r, d) in row.iter_mut().zip(delta) {
             *r += *d;

@@ -216,6 +216,27 @@ impl KvCache {
         ))
     }
 
+    /// The key and value rows of positions `lo ..= hi` in `layer`, in position order, as at
+    /// most two contiguous runs of whole rows (a ring's run may wrap around once). `None` if
+    /// some position is not held.
+    pub(crate) fn span(&self, layer: usize, lo: u64, hi: u64) -> Option<[(&[f32], &[f32]); 2]> {
+        let kvd = self.kv_dim;
+        let l = self.layers.get(layer)?;
+        let n = usize::try_from(hi.checked_sub(lo)?).ok()?.checked_add(1)?;
+        let s0 = self.slot(lo)?;
+        let first = match self.window {
+            Some(w) if n > w => return None,
+            Some(w) => n.min(w - s0),
+            None => n,
+        };
+        let rest = n - first;
+        let run = |from: usize, count: usize| -> Option<(&[f32], &[f32])> {
+            let r = from * kvd..(from + count) * kvd;
+            Some((l.k.get(r.clone())?, l.v.get(r)?))
+        };
+        Some([run(s0, first)?, run(0, rest)?])
+    }
+
     /// Commits `m` positions written by a finished forward pass.
     pub(crate) fn commit(&mut self, m: usize) {
         let total = self.len + m;

@@ -9,32 +9,33 @@
 const LANES: usize = 16;
 
 /// Dot product over the common prefix of `a` and `b`, reduced in a fixed order: `LANES`
-/// independent partial sums (element `i` goes to lane `i % LANES`), then a fixed pairwise tree.
+/// independent partial sums (element `i` goes to lane `i % LANES`), then a fixed pairwise tree
+/// (lane `l` with `l + 8`, then with `l + 4`, then `(0 + 2) + (1 + 3)`).
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0f32; LANES];
+    // acc[k][c] is lane 4k + c.
+    let mut acc = [[0f32; 4]; 4];
     let mut ca = a.chunks_exact(LANES);
     let mut cb = b.chunks_exact(LANES);
     for (x, y) in (&mut ca).zip(&mut cb) {
-        for l in 0..LANES {
-            acc[l] += x[l] * y[l];
+        // Fixed-size views let the compiler vectorize the lanes without bounds checks.
+        if let (Ok(x), Ok(y)) = (<&[f32; LANES]>::try_from(x), <&[f32; LANES]>::try_from(y)) {
+            for k in 0..4 {
+                for c in 0..4 {
+                    acc[k][c] += x[4 * k + c] * y[4 * k + c];
+                }
+            }
         }
     }
     for (l, (x, y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
-        acc[l] += x * y;
+        acc[l / 4][l % 4] += x * y;
     }
-    reduce(acc)
-}
-
-#[inline]
-fn reduce(acc: [f32; LANES]) -> f32 {
-    let mut s8 = [0f32; 8];
-    for l in 0..8 {
-        s8[l] = acc[l] + acc[l + 8];
+    let mut s4 = [0f32; 4];
+    for c in 0..4 {
+        s4[c] = (acc[0][c] + acc[2][c]) + (acc[1][c] + acc[3][c]);
     }
-    let s4 = [s8[0] + s8[4], s8[1] + s8[5], s8[2] + s8[6], s8[3] + s8[7]];
     (s4[0] + s4[2]) + (s4[1] + s4[3])
 }
 
