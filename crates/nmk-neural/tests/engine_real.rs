@@ -206,6 +206,10 @@ fn smollm2_snapshot_restore_trim_bitwise_and_hook_liveness() {
     assert_eq!((t1.as_slice(), l1.as_slice()), (&toks[..6], &logs[..6]));
     let snap = s.snapshot().unwrap();
     let _ = decode(&mut s, 5);
+    // Through the park byte format (bound to the model's SHA-256).
+    let id = [0xb1u8; 32];
+    let parked = snap.to_bytes(&id);
+    let snap = nmk_neural::engine::SessionSnapshot::from_bytes(&parked, &id).unwrap();
     s.restore(&snap).unwrap();
     let (t2, l2, _) = decode(&mut s, 10);
     assert_eq!((t2.as_slice(), l2.as_slice()), (&toks[6..], &logs[6..]));

@@ -874,3 +874,88 @@ fn runtime_misuse_gives_typed_errors() {
         Err(EngineError::InvalidSampling { .. })
     ));
 }
+
+// ---------------------------------------------------------------- park format
+
+fn reseal(body: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut v = body.to_vec();
+    v.extend_from_slice(&sha2::Sha256::digest(body));
+    v
+}
+
+#[test]
+fn park_to_bytes_and_resume_bitwise() {
+    use nmk_neural::engine::SessionSnapshot;
+    let id = [7u8; 32];
+    for window in [None, Some(6)] {
+        let m = model_of(&llama_spec());
+        let o = SessionOptions {
+            window,
+            seed: 3,
+            ..opts(4, 1)
+        };
+        let mut s = Session::new(m.clone(), &o).unwrap();
+        s.prefill(&IDS[..10]).unwrap();
+        let _ = decode(&mut s, 3);
+        let bytes = s.snapshot().unwrap().to_bytes(&id);
+        let params = GenerateParams {
+            max_tokens: 8,
+            stop_tokens: vec![],
+            sampling: SamplingParams::with_temperature(1.3),
+        };
+        let (ta, la) = decode(&mut s, 4);
+        let ga = s.generate(&params).unwrap();
+        // Resume in a fresh session from the bytes.
+        let mut r = Session::new(m.clone(), &o).unwrap();
+        r.restore(&SessionSnapshot::from_bytes(&bytes, &id).unwrap())
+            .unwrap();
+        assert_eq!(decode(&mut r, 4), (ta, la), "window {window:?}");
+        assert_eq!(r.generate(&params).unwrap(), ga);
+
+        // Hostile bytes: wrong model, truncated, flipped, bad version, lying counts.
+        let park = |b: &[u8]| SessionSnapshot::from_bytes(b, &id);
+        let is_park =
+            |r: Result<SessionSnapshot, EngineError>| matches!(r, Err(EngineError::Park { .. }));
+        assert!(is_park(SessionSnapshot::from_bytes(&bytes, &[8u8; 32])));
+        for cut in [0, 1, 31, 40, bytes.len() / 2, bytes.len() - 1] {
+            assert!(is_park(park(&bytes[..cut])), "cut {cut}");
+        }
+        let mut flipped = bytes.clone();
+        flipped[60] ^= 1;
+        assert!(is_park(park(&flipped)));
+        let body = &bytes[..bytes.len() - 32];
+        let mut v2 = body.to_vec();
+        v2[8] = 2;
+        assert!(is_park(park(&reseal(&v2))));
+        // The kv_dim field (offset 44): huge, then zero (decodes, refused by restore).
+        let mut huge = body.to_vec();
+        huge[44..52].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(is_park(park(&reseal(&huge))));
+        // Zero kv_dim with a huge layer count (offset 52) must not loop.
+        let mut layers = body.to_vec();
+        layers[44..52].copy_from_slice(&0u64.to_le_bytes());
+        layers[52..60].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+        assert!(is_park(park(&reseal(&layers))));
+        let mut extra = body.to_vec();
+        extra.push(0);
+        assert!(is_park(park(&reseal(&extra))));
+        // Well-formed but for another cache shape: refused by restore.
+        let other = Session::new(
+            model_of(&Spec {
+                n_layer: 2,
+                ..llama_spec()
+            }),
+            &o,
+        )
+        .unwrap()
+        .snapshot()
+        .unwrap()
+        .to_bytes(&id);
+        let snap = park(&other).unwrap();
+        assert!(matches!(
+            r.restore(&snap),
+            Err(EngineError::SnapshotMismatch { .. })
+        ));
+    }
+}

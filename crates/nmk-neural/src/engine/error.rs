@@ -101,6 +101,12 @@ pub enum EngineError {
         /// What is wrong.
         reason: String,
     },
+    /// A parked session cannot be decoded (corrupt, truncated, another version or model).
+    #[error("cannot resume parked session: {reason}")]
+    Park {
+        /// What is wrong.
+        reason: String,
+    },
     /// A hook reported a failure; the forward pass was abandoned.
     #[error("hook {site} failed: {reason}")]
     Hook {

@@ -66,6 +66,61 @@ impl KvSnapshot {
     }
 }
 
+impl KvSnapshot {
+    /// Appends the park encoding (see [`super::park`]).
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        use super::park::{put_f32s, put_u64};
+        put_u64(out, self.kv_dim as u64);
+        put_u64(out, self.layers.len() as u64);
+        put_u64(out, self.window.map_or(0, |w| w as u64));
+        put_u64(out, self.base_pos);
+        put_u64(out, self.len as u64);
+        for (k, v) in &self.layers {
+            put_f32s(out, k);
+            put_f32s(out, v);
+        }
+    }
+
+    /// Reads the park encoding; shapes are checked against the bytes, not trusted.
+    pub(crate) fn decode(r: &mut super::park::Reader<'_>) -> Result<KvSnapshot> {
+        use super::park::park_err;
+        let kv_dim = r.count()?;
+        let n_layer = r.count()?;
+        let window = match r.count()? {
+            0 => None,
+            w => Some(w),
+        };
+        let base_pos = r.u64()?;
+        let len = r.count()?;
+        // Bounds that no model reaches; they keep a lying header from looping or allocating.
+        if n_layer > 4096 || kv_dim > 1 << 20 {
+            return Err(park_err(format!("{n_layer} layers of kv dim {kv_dim}")));
+        }
+        if window.is_some_and(|w| len > w) {
+            return Err(park_err("more KV entries than the ring holds"));
+        }
+        if base_pos.checked_add(len as u64).is_none() {
+            return Err(park_err("positions overflow"));
+        }
+        let per = len
+            .checked_mul(kv_dim)
+            .ok_or_else(|| park_err("KV size overflows"))?;
+        let mut layers = Vec::new();
+        for _ in 0..n_layer {
+            let k = r.f32s(per)?;
+            let v = r.f32s(per)?;
+            layers.push((k, v));
+        }
+        Ok(KvSnapshot {
+            kv_dim,
+            window,
+            base_pos,
+            len,
+            layers,
+        })
+    }
+}
+
 impl KvCache {
     /// An empty cache for `n_layer` layers of `kv_dim` floats per position (keys and values
     /// each), with an optional sliding window of `window` positions (at least 1).

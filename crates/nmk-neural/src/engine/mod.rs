@@ -12,7 +12,8 @@
 //! part of a [`SessionSnapshot`].
 //!
 //! Modules: [`config`] (hyper-parameters), [`linear`] (weight matrices), [`weights`], [`rope`],
-//! [`attention`], [`kv_cache`], [`model`] (the forward), [`hooks`], [`sampling`], [`session`].
+//! [`attention`], [`kv_cache`], [`model`] (the forward), [`hooks`], [`sampling`], [`session`], [`park`] (the byte
+//! format of a parked session).
 
 pub mod attention;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod kv_cache;
 pub mod linear;
 pub mod model;
 pub mod ops;
+pub mod park;
 pub mod rope;
 pub mod sampling;
 pub mod session;
@@ -35,6 +37,7 @@ pub use hooks::{
 };
 pub use kv_cache::{KvCache, KvSnapshot};
 pub use model::{LogitsWanted, Model, Scratch};
+pub use park::{PARK_MAGIC, PARK_VERSION};
 pub use sampling::{Rng, Sampler, SamplingParams, argmax};
 pub use session::{
     GenerateParams, Generated, MAX_BATCH, Session, SessionOptions, SessionSnapshot, StepOut,

@@ -100,6 +100,55 @@ pub struct SessionSnapshot {
 }
 
 impl SessionSnapshot {
+    /// The park encoding of this snapshot, bound to `model_id` (e.g. the SHA-256 of the GGUF
+    /// file): see [`super::park`].
+    pub fn to_bytes(&self, model_id: &[u8; 32]) -> Vec<u8> {
+        use super::park::{put_f32s, put_u64, seal, write_header};
+        let mut out = Vec::with_capacity(self.kv.data_bytes() + self.logits.len() * 4 + 256);
+        write_header(&mut out, model_id);
+        self.kv.encode(&mut out);
+        put_u64(&mut out, self.tokens.len() as u64);
+        for t in &self.tokens {
+            out.extend_from_slice(&t.to_le_bytes());
+        }
+        put_u64(&mut out, self.logits_pos.unwrap_or(u64::MAX));
+        put_u64(&mut out, self.logits.len() as u64);
+        put_f32s(&mut out, &self.logits);
+        for w in self.rng.state() {
+            put_u64(&mut out, w);
+        }
+        seal(&mut out);
+        out
+    }
+
+    /// Decodes a parked snapshot; fails unless it was parked on `model_id` by this format
+    /// version and is intact. [`Session::restore`] then checks it against the live model.
+    pub fn from_bytes(bytes: &[u8], model_id: &[u8; 32]) -> Result<SessionSnapshot> {
+        use super::park::Reader;
+        let mut r = Reader::open(bytes, model_id)?;
+        let kv = KvSnapshot::decode(&mut r)?;
+        let n_tokens = r.count()?;
+        let tokens = r.u32s(n_tokens)?;
+        let logits_pos = match r.u64()? {
+            u64::MAX => None,
+            p => Some(p),
+        };
+        let n_logits = r.count()?;
+        let logits = r.f32s(n_logits)?;
+        let mut s = [0u64; 4];
+        for w in &mut s {
+            *w = r.u64()?;
+        }
+        r.finish()?;
+        Ok(SessionSnapshot {
+            kv,
+            tokens,
+            logits,
+            logits_pos,
+            rng: Rng::from_state(s),
+        })
+    }
+
     /// The token history (forwarded and queued).
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
@@ -415,6 +464,23 @@ impl Session {
         if (snap.tokens.len() as u64) < snap.kv.positions().end {
             return Err(EngineError::SnapshotMismatch {
                 reason: "snapshot KV reaches beyond its token history".to_owned(),
+            });
+        }
+        if let Some(t) = snap
+            .tokens
+            .iter()
+            .find(|&&t| t as usize >= self.model.config().n_vocab)
+        {
+            return Err(EngineError::SnapshotMismatch {
+                reason: format!("snapshot token {t} is outside the vocabulary"),
+            });
+        }
+        if snap
+            .logits_pos
+            .is_some_and(|p| p.checked_add(1) != Some(snap.kv.positions().end))
+        {
+            return Err(EngineError::SnapshotMismatch {
+                reason: "snapshot logits are not those of its last KV position".to_owned(),
             });
         }
         if snap.logits_pos.is_some() && snap.logits.len() != self.model.config().n_vocab {
