@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 /// disposes: nothing reaches you before a deterministic validator has judged it, and every
 /// judgement lands in a hash-chained proof ledger.
 #[derive(Debug, Parser)]
-#[command(name = "nmk", version, about, long_about = None, after_help = "Examples:\n  nmk demo\n  nmk model pull smollm2-135m-instruct\n  nmk model info qwen2.5-coder-0.5b-instruct\n  nmk ledger verify\n  nmk ledger show --limit 5 --json\n  nmk ledger export --out ledger.jsonl\n  nmk ledger verify --file ledger.jsonl --head 41:3f…\n\nExit codes: 0 success, 1 a check failed (broken ledger, failed demo), 2 usage error, 3 runtime error.\nLogging: set RUST_LOG (e.g. RUST_LOG=nmk=debug).")]
+#[command(name = "nmk", version, about, long_about = None, after_help = "Examples:\n  nmk demo\n  nmk model pull smollm2-135m-instruct\n  nmk model info qwen2.5-coder-0.5b-instruct\n  nmk run \"Name the capital city of France.\"\n  nmk run --raw --max-tokens 8 \"The capital of France is\"\n  nmk tokenize --json \"Hello, world\"\n  nmk ledger verify\n  nmk ledger show --limit 5 --json\n  nmk ledger export --out ledger.jsonl\n  nmk ledger verify --file ledger.jsonl --head 41:3f…\n\nExit codes: 0 success, 1 a check failed (broken ledger, failed demo), 2 usage error, 3 runtime error.\nLogging: set RUST_LOG (e.g. RUST_LOG=nmk=debug).")]
 struct Cli {
     /// Kernel home (ledger database and state). Default: $NMK_HOME, else ~/.local/share/nmk.
     #[arg(long, global = true, env = "NMK_HOME")]
@@ -35,6 +35,10 @@ enum Command {
     /// Read, verify and export the proof ledger.
     #[command(subcommand)]
     Ledger(commands::ledger::LedgerCommand),
+    /// Generate from the bare model (no kernel): streams tokens; --json reports ids and timings.
+    Run(commands::run::RunArgs),
+    /// Print the token ids of a text.
+    Tokenize(commands::run::TokenizeArgs),
     /// List, fetch and inspect models.
     #[command(subcommand)]
     Model(commands::model::ModelCommand),
@@ -52,6 +56,8 @@ fn main() -> ExitCode {
         Command::Demo(args) => commands::demo::run(&home, &out, &args),
         Command::Ledger(cmd) => commands::ledger::run(&home, &out, cmd),
         Command::Model(cmd) => commands::model::run(&out, cmd),
+        Command::Run(args) => commands::run::run(&out, &args),
+        Command::Tokenize(args) => commands::run::tokenize(&out, &args),
     };
     match result {
         Ok(code) => code.into(),

@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod ledger;
 pub mod model;
+pub mod run;
 
 /// How a command reports.
 #[derive(Debug, Clone, Copy)]
