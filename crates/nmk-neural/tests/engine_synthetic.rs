@@ -864,6 +864,41 @@ fn runtime_misuse_gives_typed_errors() {
         s.restore(&other),
         Err(EngineError::SnapshotMismatch { .. })
     ));
+    // Model::forward with a cache or scratch made for another model: typed errors.
+    let small = model_of(&Spec {
+        d: 32,
+        n_head: 2,
+        n_kv: 1,
+        ..llama_spec()
+    });
+    let mut hooks = HookSet::new();
+    let mut logits = Vec::new();
+    let mut c_small = small.new_cache(None).unwrap();
+    let mut sc_big =
+        nmk_neural::engine::Scratch::new(m.config(), 4, nmk_neural::quant::Threads::single());
+    let r = small.forward(
+        &[1, 2],
+        &mut c_small,
+        &mut sc_big,
+        &mut hooks,
+        nmk_neural::engine::LogitsWanted::Last,
+        &mut logits,
+    );
+    assert!(matches!(r, Err(EngineError::State { .. })), "{r:?}");
+    let mut c_big = m.new_cache(None).unwrap();
+    let mut sc_small =
+        nmk_neural::engine::Scratch::new(small.config(), 4, nmk_neural::quant::Threads::single());
+    for (c, sc) in [(&mut c_big, &mut sc_small)] {
+        let r = small.forward(
+            &[1, 2],
+            c,
+            sc,
+            &mut hooks,
+            nmk_neural::engine::LogitsWanted::Last,
+            &mut logits,
+        );
+        assert!(matches!(r, Err(EngineError::State { .. })), "{r:?}");
+    }
     let bad = SamplingParams {
         top_p: 0.0,
         ..SamplingParams::with_temperature(1.0)

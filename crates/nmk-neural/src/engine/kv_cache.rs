@@ -146,6 +146,11 @@ impl KvCache {
         self.layers.len()
     }
 
+    /// Floats per position and layer (keys or values).
+    pub fn kv_dim(&self) -> usize {
+        self.kv_dim
+    }
+
     /// The sliding window, if this is a ring.
     pub fn window(&self) -> Option<usize> {
         self.window

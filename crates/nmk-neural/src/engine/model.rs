@@ -52,6 +52,8 @@ pub struct Model {
 #[derive(Debug, Clone)]
 pub struct Scratch {
     capacity: usize,
+    /// (n_embd, q_dim, kv_dim, n_ff) the buffers were sized for.
+    dims: (usize, usize, usize, usize),
     threads: Threads,
     x: Vec<f32>,
     xn: Vec<f32>,
@@ -73,6 +75,7 @@ impl Scratch {
         let b = capacity.max(1);
         Scratch {
             capacity: b,
+            dims: (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff),
             threads,
             x: vec![0.0; b * cfg.n_embd],
             xn: vec![0.0; b * cfg.n_embd],
@@ -190,9 +193,15 @@ impl Model {
         logits: &mut Vec<f32>,
     ) -> Result<()> {
         cache.check_usable()?;
-        if cache.n_layer() != self.config.n_layer {
+        let cfg = &self.config;
+        if cache.n_layer() != cfg.n_layer || cache.kv_dim() != cfg.kv_dim() {
             return Err(EngineError::State {
                 reason: "KV cache was made for another model".to_owned(),
+            });
+        }
+        if scratch.dims != (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff) {
+            return Err(EngineError::State {
+                reason: "scratch buffers were made for another model".to_owned(),
             });
         }
         for &t in tokens {
