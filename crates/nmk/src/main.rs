@@ -37,6 +37,8 @@ enum Command {
     Ledger(commands::ledger::LedgerCommand),
     /// Generate from the bare model (no kernel): streams tokens; --json reports ids and timings.
     Run(commands::run::RunArgs),
+    /// Measure prefill and decode speed, peak memory and the roofline fraction.
+    Bench(commands::bench::BenchArgs),
     /// Print the token ids of a text.
     Tokenize(commands::run::TokenizeArgs),
     /// List, fetch and inspect models.
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Model(cmd) => commands::model::run(&out, cmd),
         Command::Run(args) => commands::run::run(&out, &args),
         Command::Tokenize(args) => commands::run::tokenize(&out, &args),
+        Command::Bench(args) => commands::bench::run(&out, &args),
     };
     match result {
         Ok(code) => code.into(),

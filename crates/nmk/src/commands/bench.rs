@@ -1,0 +1,192 @@
+//! `nmk bench`: prefill and decode speed of a model (median of runs, 1 and 2 threads), peak RSS,
+//! and the roofline fraction: weight bytes read per decoded token × tokens/s against a memory
+//! bandwidth measured in the same process.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+use nmk_neural::engine::SamplingParams;
+use nmk_neural::text::TextModel;
+
+use super::Output;
+use super::run::{ModelArgs, load};
+use crate::exit::Code;
+
+/// Options of `nmk bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt tokens to prefill.
+    #[arg(long, default_value_t = 64)]
+    prompt_tokens: usize,
+    /// Tokens to decode (end-of-sequence ignored).
+    #[arg(long, default_value_t = 64)]
+    gen_tokens: usize,
+    /// Runs per thread count (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Thread counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    thread_counts: Vec<usize>,
+}
+
+const FILLER: &str = "The quick brown fox jumps over the lazy dog while the sun sets slowly \
+behind the hills, and the river carries the last light of the day towards the distant sea. ";
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Prompt ids of exactly `n` tokens (filler text, repeated as needed).
+fn prompt_ids(m: &TextModel, n: usize) -> Vec<u32> {
+    let mut ids = m
+        .tokenizer()
+        .encode(&FILLER.repeat(1 + n / 16), true, false);
+    ids.truncate(n.max(1));
+    ids
+}
+
+struct Measured {
+    prefill_tps: f64,
+    decode_tps: f64,
+}
+
+fn one_run(m: &TextModel, ids: &[u32], n_gen: usize) -> Result<Measured> {
+    let mut s = m.session(0)?;
+    let t0 = Instant::now();
+    s.prefill(ids)?;
+    let _ = s.logits()?;
+    let prefill = t0.elapsed().as_secs_f64();
+    let greedy = SamplingParams::greedy();
+    let t1 = Instant::now();
+    for _ in 0..n_gen {
+        let t = s.sample(&greedy)?;
+        s.feed(t)?;
+        let _ = s.logits()?;
+    }
+    let decode = t1.elapsed().as_secs_f64();
+    Ok(Measured {
+        prefill_tps: ids.len() as f64 / prefill.max(1e-9),
+        decode_tps: n_gen as f64 / decode.max(1e-9),
+    })
+}
+
+/// Streaming read bandwidth in GB/s (best of 3 passes over 256 MiB).
+fn memory_bandwidth() -> f64 {
+    let words = (256usize << 20) / 8;
+    let buf: Vec<u64> = (0..words as u64).collect();
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut lanes = [0u64; 8];
+        for c in buf.chunks_exact(8) {
+            for (l, &x) in lanes.iter_mut().zip(c) {
+                *l = l.wrapping_add(x);
+            }
+        }
+        let sum = lanes.iter().fold(0u64, |a, &x| a.wrapping_add(x));
+        let secs = t.elapsed().as_secs_f64();
+        std::hint::black_box(sum);
+        best = best.max((words * 8) as f64 / secs.max(1e-9) / 1e9);
+    }
+    best
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Bytes of weights read to decode one token: every tensor once, except the embedding table, of
+/// which one row is read (unless it doubles as the output head).
+fn weight_bytes_per_token(m: &TextModel) -> u64 {
+    let file = m.model().file();
+    let tied = m.model().config().tied_output;
+    let mut bytes = 0u64;
+    for t in file.tensors() {
+        if t.name() == "token_embd.weight" && !tied {
+            let rows = t.dims().iter().skip(1).product::<u64>().max(1);
+            bytes += t.n_bytes() / rows;
+        } else {
+            bytes += t.n_bytes();
+        }
+    }
+    bytes
+}
+
+/// Runs `nmk bench`.
+pub fn run(out: &Output, args: &BenchArgs) -> Result<Code> {
+    let mut m = load(&args.model, out.json)?;
+    let ids = prompt_ids(&m, args.prompt_tokens);
+    let bytes_per_token = weight_bytes_per_token(&m);
+    let bandwidth = memory_bandwidth();
+    let mut rows = Vec::new();
+    for &threads in &args.thread_counts {
+        m.set_threads(threads);
+        let _ = one_run(&m, &ids, 4)?; // warm-up: page in the weights
+        let mut prefill = Vec::new();
+        let mut decode = Vec::new();
+        for _ in 0..args.runs.max(1) {
+            let r = one_run(&m, &ids, args.gen_tokens)?;
+            prefill.push(r.prefill_tps);
+            decode.push(r.decode_tps);
+        }
+        let (p, d) = (median(prefill), median(decode));
+        let achieved = bytes_per_token as f64 * d / 1e9;
+        rows.push(serde_json::json!({
+            "threads": threads,
+            "prefill_tokens_per_s": p,
+            "decode_tokens_per_s": d,
+            "weight_gb_per_s": achieved,
+            "roofline_fraction": achieved / bandwidth.max(1e-9),
+        }));
+    }
+    let report = serde_json::json!({
+        "model": args.model.model,
+        "prompt_tokens": ids.len(),
+        "prompt_ids": ids,
+        "gen_tokens": args.gen_tokens,
+        "runs": args.runs,
+        "weight_bytes_per_token": bytes_per_token,
+        "memory_bandwidth_gb_per_s": bandwidth,
+        "peak_rss_mib": peak_rss_mib(),
+        "results": rows,
+    });
+    if out.json {
+        out.print_json(&report);
+    } else {
+        println!(
+            "{}: {} prompt tokens, {} decoded, median of {} runs",
+            args.model.model,
+            ids.len(),
+            args.gen_tokens,
+            args.runs
+        );
+        println!(
+            "weights read per token {:.1} MiB; measured read bandwidth {:.1} GB/s; peak RSS {:.0} MiB",
+            bytes_per_token as f64 / (1 << 20) as f64,
+            bandwidth,
+            peak_rss_mib().unwrap_or(0.0)
+        );
+        println!(
+            "{:>7} {:>14} {:>13} {:>10} {:>9}",
+            "threads", "prefill tok/s", "decode tok/s", "weight GB/s", "roofline"
+        );
+        for r in &rows {
+            println!(
+                "{:>7} {:>14.1} {:>13.1} {:>10.2} {:>8.0}%",
+                r["threads"],
+                r["prefill_tokens_per_s"].as_f64().unwrap_or(0.0),
+                r["decode_tokens_per_s"].as_f64().unwrap_or(0.0),
+                r["weight_gb_per_s"].as_f64().unwrap_or(0.0),
+                100.0 * r["roofline_fraction"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    Ok(Code::Success)
+}
