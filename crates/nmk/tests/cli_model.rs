@@ -62,3 +62,64 @@ fn unknown_models_and_missing_files_are_clear_errors() {
     let out = nmk(&["model", "info", "/nonexistent/x.gguf"]);
     assert_eq!(out.status.code(), Some(3));
 }
+
+#[test]
+fn tokenize_run_and_bench_on_smollm2() {
+    let out = nmk(&["tokenize", "--json", "The capital of France is"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(t["ids"], serde_json::json!([504, 3575, 282, 4649, 314]));
+
+    let out = nmk(&[
+        "run",
+        "--raw",
+        "--max-tokens",
+        "3",
+        "--json",
+        "The capital of France is",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["text"].as_str().unwrap().starts_with(" Paris"), "{r}");
+    assert_eq!(r["ids"].as_array().unwrap().len(), 3);
+    assert!(r["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+
+    let out = nmk(&[
+        "bench",
+        "--json",
+        "--runs",
+        "1",
+        "--prompt-tokens",
+        "8",
+        "--gen-tokens",
+        "4",
+        "--thread-counts",
+        "1,2",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = b["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert!(
+        results
+            .iter()
+            .all(|r| r["decode_tokens_per_s"].as_f64().unwrap() > 0.0)
+    );
+    assert_eq!(b["prompt_ids"].as_array().unwrap().len(), 8);
+    assert!(b["weight_bytes_per_token"].as_u64().unwrap() > 50 << 20);
+}
