@@ -959,3 +959,31 @@ fn an_oversized_candidate_is_rejected_before_any_check_and_ledgered() {
     );
     assert_eq!(d.action, Action::Emit);
 }
+
+#[test]
+fn decisions_on_model_proposals_bind_the_model() {
+    use nmk_kernel::ledger::ModelBinding;
+    let binding = ModelBinding {
+        model: hash_value(&Value::str("model")),
+        tokenizer: hash_value(&Value::str("tokenizer")),
+        policy: hash_value(&Value::str("greedy")),
+    };
+    let mut bound = trap().with_model(binding.clone());
+    let d = bound.commit(
+        "```json\n{\"a\": 1}\n```",
+        &json_contract(&["a"]),
+        1,
+        ValidationLevel::Schema,
+    );
+    assert_eq!(entry(&d).record.model.as_ref(), Some(&binding));
+    // Liveness: an unbound trap records no model, and the two entries differ.
+    let mut unbound = trap();
+    let e = unbound.commit(
+        "```json\n{\"a\": 1}\n```",
+        &json_contract(&["a"]),
+        1,
+        ValidationLevel::Schema,
+    );
+    assert_eq!(entry(&e).record.model, None);
+    assert_ne!(entry(&d).hash, entry(&e).hash);
+}

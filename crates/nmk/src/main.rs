@@ -5,6 +5,7 @@
 
 mod commands;
 mod exit;
+mod proposer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -21,7 +21,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use nmk_det::{ContentHash, ValidationLevel, Value, hash_value};
 
 use crate::budget::Budget;
-use crate::ledger::{Action, Ledger, LedgerEntry, LedgerError, LedgerRecord, ValidatorId};
+use crate::ledger::{
+    Action, Ledger, LedgerEntry, LedgerError, LedgerRecord, ModelBinding, ValidatorId,
+};
 use crate::verification::Verification;
 
 pub use checker::{CodeChecker, ProvenRegistry, Signature, parse_params, prompt_signature};
@@ -89,6 +91,7 @@ pub struct CommitTrap {
     budget: Budget,
     checker: Option<Box<dyn CodeChecker>>,
     proven: Option<Box<dyn ProvenRegistry>>,
+    model: Option<ModelBinding>,
 }
 
 impl fmt::Debug for CommitTrap {
@@ -118,7 +121,15 @@ impl CommitTrap {
             budget,
             checker: None,
             proven: None,
+            model: None,
         }
+    }
+
+    /// Binds every later decision to the model that proposes the candidates (model, tokenizer
+    /// and decode-policy hashes go into each ledger entry).
+    pub fn with_model(mut self, binding: ModelBinding) -> CommitTrap {
+        self.model = Some(binding);
+        self
     }
 
     /// Installs the code checker that parses and runs code candidates.
@@ -261,7 +272,7 @@ impl CommitTrap {
             verification,
             action: outcome.action,
             logical_time,
-            model: None,
+            model: self.model.clone(),
             detail: Value::map([("reason", Value::str(outcome.reason.clone()))]),
         };
         let ledger = &self.ledger;

@@ -24,6 +24,7 @@ use nmk_kernel::{Scheduler, TaskSpec, TaskStatus, trace};
 use super::Output;
 use super::ledger::format_head;
 use crate::exit::Code;
+use nmk_kernel::proposer::Proposer;
 
 /// Options of `nmk demo`.
 #[derive(Debug, Args)]
@@ -31,16 +32,23 @@ pub struct DemoArgs {
     /// fsync every ledger append (survives power loss, slower).
     #[arg(long)]
     durable: bool,
+    /// Skip the model lane (no model is fetched or run).
+    #[arg(long)]
+    no_model: bool,
+    /// The model of the model lane.
+    #[arg(long, default_value = "smollm2-135m-instruct")]
+    model: String,
 }
 
 struct Row {
-    scenario: &'static str,
+    scenario: String,
     outcome: String,
     verification: String,
     entries: u64,
     trace_ok: bool,
     expected: bool,
     micros: u128,
+    model_tokens: u32,
 }
 
 fn done(v: Value) -> Result<ExecOutcome, ExecError> {
@@ -203,14 +211,79 @@ fn finish(
         }
     };
     Ok(Row {
-        scenario,
+        scenario: scenario.to_owned(),
         outcome,
         verification: root.map(|t| t.verification.to_string()).unwrap_or_default(),
         entries: summary.ledger_entries,
         trace_ok: summary.ledger_verified,
         expected: summary.committed == expected_commit,
         micros: started.elapsed().as_micros(),
+        model_tokens: 0,
     })
+}
+
+/// Questions for the model, each with the deterministic check its answer must pass.
+fn model_questions() -> Vec<(&'static str, Contract)> {
+    let text = |must: &[&str]| Contract {
+        otype: Some(nmk_det::oracles::OutputType::Text),
+        must_include: must.iter().map(|m| (*m).to_owned()).collect(),
+        ..Contract::new("answer")
+    };
+    vec![
+        ("Name the capital city of France.", text(&["Paris"])),
+        ("What is 2 plus 2?", text(&["4"])),
+        (
+            "How many letters r are in the word strawberry?",
+            text(&["3"]),
+        ),
+        (
+            "Give the capital of France as a JSON object with keys city and country.",
+            Contract {
+                required_keys: vec!["city".into(), "country".into()],
+                ..Contract::new("answer_json")
+            },
+        ),
+    ]
+}
+
+/// The model proposes; the commit trap disposes. A row is as expected when the trap's decision
+/// is consistent (output released if and only if emitted) and its ledger entry binds the model.
+fn model_lane(ledger: &Ledger, spec: &str, quiet: bool) -> Result<Vec<Row>> {
+    let path = super::model::resolve_with_progress(spec, quiet)?;
+    let mut proposer = crate::proposer::NeuralProposer::load(spec, &path, 1)?;
+    let binding = proposer.binding();
+    let mut trap = CommitTrap::new(ledger.clone(), Budget::new(BudgetLimits::default()))
+        .with_model(binding.clone());
+    let mut rows = Vec::new();
+    for (i, (question, contract)) in model_questions().into_iter().enumerate() {
+        let t = Instant::now();
+        let proposal = proposer.gen_fast(question, 64)?;
+        let d = trap.commit(
+            &proposal.text,
+            &contract,
+            100 + i as u64,
+            ValidationLevel::Schema,
+        );
+        let consistent = d.output.is_some() == (d.action == nmk_kernel::Action::Emit)
+            && d.ledger_entry
+                .as_ref()
+                .is_some_and(|e| e.record.model.as_ref() == Some(&binding));
+        let answer: String = proposal.text.replace('\n', " ").chars().take(60).collect();
+        rows.push(Row {
+            scenario: format!("model: {question}"),
+            outcome: match &d.output {
+                Some(_) => format!("emitted “{answer}”"),
+                None => format!("withheld ({}: {}) “{answer}”", d.action, d.reason),
+            },
+            verification: d.verification.to_string(),
+            entries: u64::from(d.ledger_entry.is_some()),
+            trace_ok: d.ledger_entry.is_some(),
+            expected: consistent,
+            micros: t.elapsed().as_micros(),
+            model_tokens: proposal.tokens,
+        });
+    }
+    Ok(rows)
 }
 
 /// Runs the demo.
@@ -346,7 +419,7 @@ pub fn run(home: &Path, out: &Output, args: &DemoArgs) -> Result<Code> {
         let t = Instant::now();
         let d = trap.commit(candidate, &contract, 1, ValidationLevel::Schema);
         rows.push(Row {
-            scenario,
+            scenario: scenario.to_owned(),
             outcome: match &d.output {
                 Some(out) => format!("emitted {}", out.replace('\n', " ")),
                 None => format!("{}: {}", d.action, d.reason),
@@ -356,7 +429,12 @@ pub fn run(home: &Path, out: &Output, args: &DemoArgs) -> Result<Code> {
             trace_ok: d.ledger_entry.is_some(),
             expected: d.committed() == expect_emit,
             micros: t.elapsed().as_micros(),
+            model_tokens: 0,
         });
+    }
+
+    if !args.no_model {
+        rows.extend(model_lane(&ledger, &args.model, out.json)?);
     }
 
     // Admission refusals never reach the run loop, so they have no ledger entry of their own.
@@ -422,19 +500,20 @@ pub fn run(home: &Path, out: &Output, args: &DemoArgs) -> Result<Code> {
             "runs": rows.iter().map(|r| serde_json::json!({
                 "scenario": r.scenario, "outcome": r.outcome, "verification": r.verification,
                 "ledger_entries": r.entries, "ledger_verified": r.trace_ok, "as_expected": r.expected, "micros": r.micros,
+                "model_tokens": r.model_tokens,
             })).collect::<Vec<_>>(),
             "admission_refusals": refusals.iter().map(|(k, why)| serde_json::json!({"case": k, "reason": why})).collect::<Vec<_>>(),
             "ledger": { "path": db.display().to_string(), "ok": report.ok(), "entries": report.entries,
                         "head": report.head.as_ref().map(format_head) },
             "tampered_export_caught": tamper_caught,
-            "model_lane": "not available yet: the neural engine is being built (issue 3)",
+            "model_lane": if args.no_model { serde_json::Value::Null } else { serde_json::Value::String(args.model.clone()) },
             "ok": all_expected,
         }));
     } else {
-        println!("nmk kernel walkthrough — the model proposes, the kernel disposes\n");
+        println!("nmk — the model proposes, the kernel disposes\n");
         println!(
-            "{:<46} {:<10} {:>7} {:>8}  outcome",
-            "scenario", "verified", "entries", "µs"
+            "  {:<58} {:<10} {:>6} {:>8}  outcome",
+            "request", "verified", "tokens", "ms"
         );
         for r in &rows {
             let mark = if r.expected && r.trace_ok {
@@ -442,9 +521,14 @@ pub fn run(home: &Path, out: &Output, args: &DemoArgs) -> Result<Code> {
             } else {
                 "✗"
             };
+            let scenario: String = r.scenario.chars().take(58).collect();
             println!(
-                "{mark} {:<44} {:<10} {:>7} {:>8}  {}",
-                r.scenario, r.verification, r.entries, r.micros, r.outcome
+                "{mark} {:<58} {:<10} {:>6} {:>8.1}  {}",
+                scenario,
+                r.verification,
+                r.model_tokens,
+                r.micros as f64 / 1000.0,
+                r.outcome
             );
         }
         println!("\nrefused at admission (fail-closed, before anything runs):");
@@ -466,7 +550,14 @@ pub fn run(home: &Path, out: &Output, args: &DemoArgs) -> Result<Code> {
                 "NOT detected"
             }
         );
-        println!("\nmodel lane: not available yet — the neural engine is being built (issue 3).");
+        if args.no_model {
+            println!("\nmodel lane skipped (--no-model).");
+        } else {
+            println!(
+                "\nmodel lane: {} — every answer went through the commit trap; only emitted ones are released.",
+                args.model
+            );
+        }
         println!(
             "next: `nmk ledger show --tail` to read the decisions, `nmk ledger verify` to check them."
         );
