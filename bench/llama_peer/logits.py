@@ -14,8 +14,9 @@ logits of the positions len(prompt)-1 .. len(prompt)+len(continuation)-2 (those 
 continuation token) are appended to PATH: case after case, step after step, n_vocab float32
 little-endian each. PATH is binary because the payload is large (Qwen2.5: 152k logits a step).
 
-When a case has no continuation, llama.cpp's own free greedy stream (below) is used as the
-continuation, so the forced steps are n_greedy.
+When a case has no continuation, llama.cpp's own free greedy stream (below) is the
+continuation and its steps' logits are the forced logits (llama.cpp fed those tokens one at a
+time, as it generates), so the forced steps are n_greedy and no batch is run.
 
 From the prompt alone, N tokens are decoded greedily the way llama.cpp generates: the
 prompt as one batch, then one token per decode, the argmax (lowest id on a tie) fed back, end of
@@ -83,19 +84,26 @@ def main():
             # Free greedy: prompt as a batch, then one token at a time.
             llm.reset()
             llm.eval(prompt)
-            greedy, gaps = [], []
+            greedy, gaps, rows = [], [], []
             for _ in range(n_greedy):
                 row = llm.scores[llm.n_tokens - 1]
                 tok = int(np.argmax(row))
                 greedy.append(tok)
                 gaps.append(top2_gap(row))
+                rows.append(np.array(row, dtype="<f4"))
                 llm.eval([tok])
 
-            # Teacher forcing: one batch, logits everywhere.
-            cont = [int(t) for t in c["continuation"]] if c.get("continuation") else greedy
-            llm.reset()
-            llm.eval(prompt + cont[:-1])
-            forced = np.ascontiguousarray(llm.scores[p - 1:p - 1 + len(cont), :], dtype="<f4")
+            if c.get("continuation"):
+                # Teacher forcing: one batch, logits everywhere.
+                cont = [int(t) for t in c["continuation"]]
+                llm.reset()
+                llm.eval(prompt + cont[:-1])
+                forced = np.ascontiguousarray(llm.scores[p - 1:p - 1 + len(cont), :], dtype="<f4")
+            else:
+                # The greedy stream was llama.cpp fed its own tokens one at a time: those steps
+                # are the teacher-forced logits of that stream, as llama.cpp decodes it.
+                cont = greedy
+                forced = np.stack(rows) if rows else np.zeros((0, n_vocab), dtype="<f4")
             lf.write(forced.tobytes())
             out_cases.append({"forced_steps": len(cont), "continuation": cont, "greedy": greedy, "greedy_gap": gaps})
 

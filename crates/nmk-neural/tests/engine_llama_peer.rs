@@ -8,14 +8,17 @@
 //!
 //! For every prompt (chat-templated and raw, encoded by our tokenizer, whose ids equal
 //! llama.cpp's: `tokenizer_conformance.rs`):
-//! - teacher forcing: both engines are fed the same ids, prompt + our own 64-token greedy
-//!   continuation, and the logits of the 64 positions predicting each continuation token are
-//!   compared element by element: max and mean |Δ| are printed, max |Δ| must stay within
-//!   the model's tolerance (`TOL_*`), and the argmax must agree wherever llama.cpp's top-2 gap exceeds it;
-//! - free greedy: our greedy stream (prompt prefilled, then one token at a time, end of
-//!   generation ignored) must equal llama.cpp's up to the first step where llama.cpp's top-2 gap
-//!   is within the tolerance; a divergence at such a near-tie is reported, not failed (after it
-//!   the two streams have different contexts and are not compared).
+//! - teacher forcing: both engines are fed the same ids, the prompt + llama.cpp's own 64-token
+//!   free greedy stream (llama.cpp's logits are those of its free decode, one token at a time;
+//!   ours come from one batched forward), and the logits of the 64 positions predicting each
+//!   token of the stream are compared element by element: max and mean |Δ| are printed, max |Δ|
+//!   must stay within the model's tolerance (`TOL_*`), and the argmax must agree wherever
+//!   llama.cpp's top-2 gap exceeds it;
+//! - free greedy: our greedy stream must equal llama.cpp's up to the first step where
+//!   llama.cpp's top-2 gap is within the tolerance; a divergence at such a near-tie is reported,
+//!   not failed (after it the two streams have different contexts and are not compared). Our
+//!   forward is bitwise batch invariant, so our greedy stream is the argmax of our
+//!   teacher-forced logits up to the first step where it leaves llama.cpp's.
 //!
 //! Run with `--nocapture` to see the figures. [`check_gguf`] takes any GGUF path and prompt ids:
 //! it is the hook through which the synthetic MoE files are checked too.
@@ -37,17 +40,18 @@ use nmk_neural::text::{PromptMode, TextModel};
 // our kernels differ in both. These rounding differences go through every layer and end up on
 // logits whose scale is tens of units.
 //
-// Measured (6 prompts × 64 teacher-forced steps per model, llama-cpp-python 0.3.36, this test's
-// output; per-step max |Δ| = the largest element of one step's logit vector):
-// - SmolLM2-135M Q4_1: max |Δ| 1.84, mean |Δ| 0.197; per-step max median 0.75, p90 1.12,
-//   p99 1.59. Q4_1 is the coarsest weight type here and the model has 30 layers of width 576:
-//   the largest spread of the two.
-// - Qwen2.5-Coder-0.5B (Q8_0 / Q4_K / Q6_K mix): max |Δ| 0.73, mean |Δ| 0.060; per-step max
-//   median 0.35, p90 0.46, p99 0.56.
-// The bounds take the measured maximum with about 35 % margin: a real bug (wrong RoPE, a lost
-// bias, a transposed tensor) moves logits by several units on every step and mean |Δ| far above
-// these means, which stays caught.
-const TOL_SMOLLM2: f32 = 2.5;
+// Measured (5 prompts × 64 teacher-forced steps per model, llama-cpp-python 0.3.36, this test's
+// output; per-step max |Δ| = the largest element of one step's logit difference):
+// - SmolLM2-135M Q4_1: max |Δ| 1.95, mean |Δ| 0.21 (0.18–0.24 per prompt); per-step max median
+//   0.80, p90 1.20, p99 1.62. Q4_1 is the coarsest weight type here and the model is narrow
+//   (width 576, 30 layers): the larger spread of the two. Tolerance 3.0: the measured maximum
+//   with 50 % margin (an earlier run, llama.cpp teacher-forced in one batch, gave 1.84).
+// - Qwen2.5-Coder-0.5B (Q8_0 / Q4_K / Q6_K mix): max |Δ| 0.68, mean |Δ| 0.062 (0.059–0.065 per
+//   prompt); per-step max median 0.38, p90 0.48, p99 0.60 (batched: max 0.73). Tolerance 1.0.
+// Where the two argmaxes differed, llama.cpp's top-2 gap was at most 0.26 (SmolLM2) and 0.07
+// (Qwen2.5), well inside the bounds. A real bug (wrong RoPE, a lost bias, a misread tensor)
+// moves logits by several units on every step, far beyond these figures, and stays caught.
+const TOL_SMOLLM2: f32 = 3.0;
 const TOL_QWEN25: f32 = 1.0;
 
 /// Steps compared under teacher forcing and in the free greedy streams.
@@ -313,10 +317,9 @@ const CHAT_PROMPTS: [&str; 3] = [
     "Explain in two sentences why the sky is blue.",
 ];
 
-const RAW_PROMPTS: [&str; 3] = [
+const RAW_PROMPTS: [&str; 2] = [
     "The capital of France is",
     "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
-    "Once upon a time, in a small village by the sea, there lived",
 ];
 
 fn real_model(name: &str) -> (PathBuf, Vec<(String, Vec<u32>)>) {
