@@ -181,11 +181,15 @@ fn our_forced(model: &Arc<Model>, prompt: &[u32], cont: &[u32]) -> Vec<f32> {
         ..SessionOptions::default()
     };
     let mut s = Session::new(model.clone(), &opts).unwrap();
-    let mut ids = prompt.to_vec();
+    // All but the last prompt token without logits, then the positions wanted (bitwise the
+    // same as one forward: batch invariance).
+    let p = prompt.len();
+    if p > 1 {
+        s.prefill(&prompt[..p - 1]).unwrap();
+    }
+    let mut ids = vec![prompt[p - 1]];
     ids.extend_from_slice(&cont[..cont.len() - 1]);
-    let all = s.prefill_all_logits(&ids).unwrap();
-    let nv = model.config().n_vocab;
-    all[(prompt.len() - 1) * nv..].to_vec()
+    s.prefill_all_logits(&ids).unwrap()
 }
 
 /// Figures of one GGUF.
