@@ -5,13 +5,20 @@
 //! ([`canonical`], [`ContentHash`]), the ordered [`ValidationLevel`]s a validator can certify, and
 //! the deterministic validators themselves ([`oracles`]).
 //!
-//! What it may not touch: the model. This crate never depends on `nmk-neural`, holds no handle on
-//! a session, and does no I/O of its own; everything it judges is handed to it as data.
+//! It also runs model-written programs, but never in this process: [`sandbox`] drives confined
+//! worker processes (the `nmk-sandbox` crate, the only one that links the interpreter) and
+//! [`gate`] judges what they return against trusted generators and oracles.
+//!
+//! What it may not touch: the model. This crate never depends on `nmk-neural` or on the
+//! interpreter, holds no handle on a session, and its only I/O is talking to sandbox workers;
+//! everything it judges is handed to it as data.
 
 pub mod canonical;
+pub mod gate;
 pub mod hash;
 pub mod level;
 pub mod oracles;
+pub mod sandbox;
 pub mod value;
 
 pub use canonical::{CanonicalError, decode, encode};

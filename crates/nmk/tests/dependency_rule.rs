@@ -45,7 +45,10 @@ fn nmk_dependencies() -> BTreeMap<String, BTreeSet<String>> {
 fn the_workspace_has_the_four_planes() {
     let deps = nmk_dependencies();
     let names: Vec<&str> = deps.keys().map(String::as_str).collect();
-    assert_eq!(names, ["nmk", "nmk-det", "nmk-kernel", "nmk-neural"]);
+    assert_eq!(
+        names,
+        ["nmk", "nmk-det", "nmk-kernel", "nmk-neural", "nmk-sandbox"]
+    );
 }
 
 #[test]
@@ -75,4 +78,31 @@ fn the_judge_and_the_kernel_never_depend_on_the_neural_plane() {
     );
     // Liveness: the rule is read from real data: the binary does wire the planes together.
     assert!(deps["nmk"].contains("nmk-neural") && deps["nmk"].contains("nmk-kernel"));
+}
+
+/// Every nmk crate `name` reaches through nmk crates, directly or not.
+fn reaches(deps: &BTreeMap<String, BTreeSet<String>>, name: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![name.to_owned()];
+    while let Some(n) = todo.pop() {
+        for d in deps.get(&n).into_iter().flatten() {
+            if seen.insert(d.clone()) {
+                todo.push(d.clone());
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn the_interpreter_stays_out_of_the_trusted_crates() {
+    let deps = nmk_dependencies();
+    for trusted in ["nmk-det", "nmk-kernel"] {
+        assert!(
+            !reaches(&deps, trusted).contains("nmk-sandbox"),
+            "{trusted} must not link the sandbox worker (and so the interpreter)"
+        );
+    }
+    // Liveness: the sandbox worker does speak the judge's protocol.
+    assert!(deps["nmk-sandbox"].contains("nmk-det"));
 }
