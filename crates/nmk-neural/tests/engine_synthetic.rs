@@ -783,12 +783,12 @@ fn hostile_configurations_give_typed_errors() {
             |e| matches!(e, EngineError::UnsupportedArchitecture { .. }),
         ),
         (
-            "moe not yet",
+            "moe keys on a dense file (no expert tensors)",
             vec![
                 ("llama.expert_count", u(4)),
                 ("llama.expert_used_count", u(2)),
             ],
-            |e| matches!(e, EngineError::UnsupportedArchitecture { .. }),
+            |e| matches!(e, EngineError::Gguf(_)),
         ),
         (
             "ff mismatch",

@@ -1,7 +1,7 @@
 //! Causal grouped-query attention of one query position over the KV cache, in f32.
 //!
 //! For the query at position `p` the keys are positions `lo ..= p` (`lo` from the sliding
-//! window, if any), visited in increasing position order: scores `q·k / √head_dim`, softmax with
+//! window, if any), visited in increasing position order: scores `q·k / √head_dim` (Granite: `q·k · attention_scale`), softmax with
 //! max-subtraction (the exponentials summed in that order), then `Σ e_j v_j` accumulated in that
 //! order and scaled by `1 / Σ e_j`. Nothing depends on how positions were batched.
 
@@ -28,7 +28,7 @@ pub(crate) fn attend(
     let n = usize::try_from(pos + 1 - lo).map_err(|_| EngineError::State {
         reason: "attention span overflows".to_owned(),
     })?;
-    let scale = 1.0 / (hd as f32).sqrt();
+    let scale = cfg.scales.attention.unwrap_or(1.0 / (hd as f32).sqrt());
     let runs = cache
         .span(layer, lo, pos)
         .ok_or_else(|| EngineError::State {

@@ -31,13 +31,16 @@ pub enum Arch {
     Llama,
     /// Qwen2 (dense, biased Q/K/V projections).
     Qwen2,
-    /// Qwen2-MoE (recognised; the MoE forward is not implemented yet).
+    /// Qwen2-MoE: softmax router, top-k without renormalisation, plus a shared expert gated
+    /// by a sigmoid.
     Qwen2Moe,
-    /// Qwen3-MoE (recognised; not implemented yet).
+    /// Qwen3-MoE: per-head Q/K RMSNorm, softmax router, top-k renormalised.
     Qwen3Moe,
-    /// OLMoE (recognised; not implemented yet).
+    /// OLMoE: Q/K RMSNorm over the whole projection, softmax over all experts, top-k without
+    /// renormalisation.
     Olmoe,
-    /// Granite MoE (recognised; not implemented yet).
+    /// Granite MoE: llama layout with embedding, residual, attention and logit scalars; top-k
+    /// renormalised.
     GraniteMoe,
 }
 
@@ -86,13 +89,50 @@ pub enum RopeStyle {
     Neox,
 }
 
-/// Mixture-of-experts hyper-parameters (read now, run later).
+/// Mixture-of-experts hyper-parameters.
+///
+/// Routing (llama.cpp's `build_moe_ffn` with softmax gating): router logits → softmax over all
+/// experts → top-`n_expert_used` (ties to the lower expert index; experts forbidden by the
+/// [`super::ExpertMask`] are excluded) → optionally renormalised to sum 1 (`norm_topk`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MoeConfig {
     /// Experts per MoE layer (`{arch}.expert_count`).
     pub n_expert: usize,
     /// Experts used per token (`{arch}.expert_used_count`).
     pub n_expert_used: usize,
+    /// Hidden width of one expert (`{arch}.expert_feed_forward_length`, else
+    /// `{arch}.feed_forward_length`).
+    pub n_ff_exp: usize,
+    /// Whether the chosen experts' weights are renormalised to sum 1 (llama/Mixtral, Qwen3-MoE,
+    /// Granite: yes; Qwen2-MoE, OLMoE: no; `{arch}.expert_weights_norm` overrides).
+    pub norm_topk: bool,
+    /// Hidden width of the sigmoid-gated shared expert (Qwen2-MoE), if any.
+    pub n_ff_shexp: Option<usize>,
+}
+
+/// Granite's scalar multipliers (all 1 / `None` for other architectures).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scales {
+    /// Multiplies the token embeddings (`{arch}.embedding_scale`).
+    pub embedding: f32,
+    /// Multiplies each block's attention and FFN outputs before the residual add
+    /// (`{arch}.residual_scale`).
+    pub residual: f32,
+    /// Replaces `1/√head_dim` as the attention score scale (`{arch}.attention.scale`).
+    pub attention: Option<f32>,
+    /// Logits are multiplied by `1 / logit` (`{arch}.logit_scale`).
+    pub logit: f32,
+}
+
+impl Default for Scales {
+    fn default() -> Scales {
+        Scales {
+            embedding: 1.0,
+            residual: 1.0,
+            attention: None,
+            logit: 1.0,
+        }
+    }
 }
 
 /// The validated hyper-parameters of a model.
@@ -132,6 +172,11 @@ pub struct ModelConfig {
     pub qkv_bias: bool,
     /// Mixture-of-experts parameters, `None` for a dense model.
     pub moe: Option<MoeConfig>,
+    /// True when blocks carry Q/K RMSNorm weights (`attn_q_norm`, `attn_k_norm`; per head when
+    /// the weight has `head_dim` values, over the whole projection otherwise).
+    pub qk_norm: bool,
+    /// Granite scalars.
+    pub scales: Scales,
 }
 
 impl ModelConfig {
@@ -243,7 +288,17 @@ impl ModelConfig {
         }
 
         let n_expert = md.opt_u32(&key("expert_count"))?.unwrap_or(0);
-        let moe = if n_expert > 0 {
+        let is_moe_arch = matches!(
+            arch,
+            Arch::Qwen2Moe | Arch::Qwen3Moe | Arch::Olmoe | Arch::GraniteMoe
+        );
+        if is_moe_arch && n_expert == 0 {
+            return Err(invalid(
+                &key("expert_count"),
+                "a mixture-of-experts architecture needs at least one expert".to_owned(),
+            ));
+        }
+        let (moe, n_ff) = if n_expert > 0 {
             if n_expert > caps::EXPERTS {
                 return Err(invalid(
                     &key("expert_count"),
@@ -251,27 +306,62 @@ impl ModelConfig {
                 ));
             }
             let used = ranged(md, &key("expert_used_count"), 1, n_expert)?;
-            Some(MoeConfig {
-                n_expert: n_expert as usize,
-                n_expert_used: used,
-            })
+            let n_ff_exp = match md.opt_u32(&key("expert_feed_forward_length"))? {
+                Some(_) => ranged(md, &key("expert_feed_forward_length"), 1, caps::FF)?,
+                None => ranged(md, &key("feed_forward_length"), 1, caps::FF)?,
+            };
+            let n_ff_shexp = if arch == Arch::Qwen2Moe {
+                Some(
+                    match md.opt_u32(&key("expert_shared_feed_forward_length"))? {
+                        Some(_) => {
+                            ranged(md, &key("expert_shared_feed_forward_length"), 1, caps::FF)?
+                        }
+                        None => n_ff_exp,
+                    },
+                )
+            } else {
+                None
+            };
+            let default_norm = !matches!(arch, Arch::Qwen2Moe | Arch::Olmoe);
+            let norm_topk = md
+                .opt_bool(&key("expert_weights_norm"))?
+                .unwrap_or(default_norm);
+            let n_ff = n_ff_exp.max(n_ff_shexp.unwrap_or(0));
+            (
+                Some(MoeConfig {
+                    n_expert: n_expert as usize,
+                    n_expert_used: used,
+                    n_ff_exp,
+                    norm_topk,
+                    n_ff_shexp,
+                }),
+                n_ff,
+            )
         } else {
-            None
+            (None, ranged(md, &key("feed_forward_length"), 1, caps::FF)?)
         };
-        let is_moe_arch = matches!(
-            arch,
-            Arch::Qwen2Moe | Arch::Qwen3Moe | Arch::Olmoe | Arch::GraniteMoe
-        );
-        if moe.is_some() || is_moe_arch {
-            return Err(EngineError::UnsupportedArchitecture {
-                arch: arch_name.to_owned(),
-                reason: "mixture-of-experts models are not implemented yet".to_owned(),
-            });
-        }
-        let n_ff = ranged(md, &key("feed_forward_length"), 1, caps::FF)?;
+        let scales = if arch == Arch::GraniteMoe {
+            let scalar = |k: &str| -> Result<Option<f32>> {
+                let full = key(k);
+                match md.opt_f32(&full)? {
+                    None => Ok(None),
+                    Some(v) if v.is_finite() && v > 0.0 && v < 1e6 => Ok(Some(v)),
+                    Some(v) => Err(invalid(&full, format!("{v} must be finite and positive"))),
+                }
+            };
+            Scales {
+                embedding: scalar("embedding_scale")?.unwrap_or(1.0),
+                residual: scalar("residual_scale")?.unwrap_or(1.0),
+                attention: scalar("attention.scale")?,
+                logit: scalar("logit_scale")?.unwrap_or(1.0),
+            }
+        } else {
+            Scales::default()
+        };
 
         let tied_output = !has_tensor("output.weight");
         let qkv_bias = has_tensor("blk.0.attn_q.bias");
+        let qk_norm = has_tensor("blk.0.attn_q_norm.weight");
         Ok(ModelConfig {
             arch,
             n_layer,
@@ -290,6 +380,8 @@ impl ModelConfig {
             tied_output,
             qkv_bias,
             moe,
+            qk_norm,
+            scales,
         })
     }
 }

@@ -92,6 +92,46 @@ impl Linear {
         })
     }
 
+    /// Loads a merged expert tensor `name` (ggml dims `[n_in, n_out, n_expert]`) as one
+    /// [`Linear`] per expert: row views on the same bytes, nothing copied.
+    pub(crate) fn load_experts(
+        file: &Arc<GgufFile>,
+        name: &str,
+        n_in: usize,
+        n_out: usize,
+        n_expert: usize,
+    ) -> Result<Vec<Linear>> {
+        let ty = check_shape(file, name, &[n_in as u64, n_out as u64, n_expert as u64])?;
+        if !crate::quant::is_supported(ty) {
+            return Err(EngineError::UnsupportedTensorType {
+                name: name.to_owned(),
+                ggml_type: ty,
+                reason: "no matrix kernel for this type".to_owned(),
+            });
+        }
+        let all = QMatrix::from_gguf(file, name).map_err(|e| weight_err(name, e))?;
+        if all.n_cols() != n_in || Some(all.n_rows()) != n_out.checked_mul(n_expert) {
+            return Err(EngineError::TensorShape {
+                name: name.to_owned(),
+                found: vec![all.n_cols() as u64, all.n_rows() as u64],
+                expected: vec![n_in as u64, (n_out * n_expert) as u64],
+            });
+        }
+        (0..n_expert)
+            .map(|e| {
+                let w = all
+                    .sub_rows(e * n_out, n_out)
+                    .map_err(|err| weight_err(name, err))?;
+                Ok(Linear {
+                    name: format!("{name}[{e}]"),
+                    n_in,
+                    n_out,
+                    w,
+                })
+            })
+            .collect()
+    }
+
     /// Inputs per row.
     pub fn n_in(&self) -> usize {
         self.n_in

@@ -1,5 +1,5 @@
 //! The forward pass and decode loop: model configuration from GGUF metadata, weights, layers
-//! (dense now; MoE next), KV cache, sampling, hooks and the [`Session`].
+//! (dense and mixture-of-experts: [`moe`]), KV cache, sampling, hooks and the [`Session`].
 //!
 //! We own the loop because the kernel hooks every forward: post-block trap sites (residual
 //! read/write), router taps and expert masks (MoE), logit masks, KV park and rollback.
@@ -22,6 +22,7 @@ pub mod hooks;
 pub mod kv_cache;
 pub mod linear;
 pub mod model;
+pub mod moe;
 pub mod ops;
 pub mod park;
 pub mod rope;
@@ -29,7 +30,7 @@ pub mod sampling;
 pub mod session;
 pub mod weights;
 
-pub use config::{Arch, ModelConfig, MoeConfig, RopeStyle};
+pub use config::{Arch, ModelConfig, MoeConfig, RopeStyle, Scales};
 pub use error::{EngineError, Result};
 pub use hooks::{
     ExpertMask, ForbiddenIds, HookError, HookSet, LayerRoute, LogitMask, PostBlockHook, Residual,

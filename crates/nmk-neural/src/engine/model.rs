@@ -20,9 +20,10 @@ use crate::gguf::GgufFile;
 use super::attention::attend;
 use super::config::ModelConfig;
 use super::error::{EngineError, Result};
-use super::hooks::{HookSet, Residual};
+use super::hooks::{HookSet, LayerRoute, Residual};
 use super::kv_cache::KvCache;
 use super::linear::Threads;
+use super::moe::{MoeScratch, Routing};
 use super::ops;
 use super::rope::Rope;
 use super::weights::{Ffn, ModelWeights};
@@ -67,6 +68,8 @@ pub struct Scratch {
     cos: Vec<f32>,
     sin: Vec<f32>,
     scores: Vec<f32>,
+    hn: Vec<f32>,
+    moe: MoeScratch,
 }
 
 impl Scratch {
@@ -89,6 +92,8 @@ impl Scratch {
             cos: Vec::new(),
             sin: Vec::new(),
             scores: Vec::new(),
+            hn: Vec::new(),
+            moe: MoeScratch::default(),
         }
     }
 
@@ -100,6 +105,12 @@ impl Scratch {
     /// The thread budget.
     pub fn threads(&self) -> &Threads {
         &self.threads
+    }
+
+    /// Moves the routes of the last forwarded position (MoE models; one per layer) into `out`.
+    pub(crate) fn take_routes(&mut self, out: &mut Vec<LayerRoute>) {
+        out.clear();
+        out.append(&mut self.moe.last_routes);
     }
 
     /// Changes the thread budget (results do not depend on it).
@@ -266,6 +277,13 @@ impl Model {
         for (i, &t) in tokens.iter().enumerate() {
             w.embedding.row(t, &mut s.x[i * d..(i + 1) * d])?;
         }
+        let sc = cfg.scales;
+        if sc.embedding != 1.0 {
+            for v in &mut s.x[..m * d] {
+                *v *= sc.embedding;
+            }
+        }
+        s.moe.last_routes.clear();
         self.rope
             .fill((0..m as u64).map(|i| pos0 + i), &mut s.cos, &mut s.sin);
         cache.begin();
@@ -288,6 +306,15 @@ impl Model {
                     ops::add_assign(k, bk);
                     ops::add_assign(v, bv);
                 }
+                if let Some([qn, kn]) = &lw.qk_norm {
+                    for (x, wn) in [(&mut *q, qn), (&mut *k, kn)] {
+                        for h in x.chunks_exact_mut(wn.len().max(1)) {
+                            s.hn.clear();
+                            s.hn.extend_from_slice(h);
+                            ops::rms_norm(&s.hn, wn, cfg.rms_eps, h);
+                        }
+                    }
+                }
                 let cs = &s.cos[i * pairs..(i + 1) * pairs];
                 let sn = &s.sin[i * pairs..(i + 1) * pairs];
                 self.rope.apply(q, cs, sn);
@@ -305,6 +332,11 @@ impl Model {
                 )?;
             }
             lw.wo.matmul(&s.att, m, &mut s.tmp, threads)?;
+            if sc.residual != 1.0 {
+                for v in &mut s.tmp[..m * d] {
+                    *v *= sc.residual;
+                }
+            }
             ops::add_assign(&mut s.x[..m * d], &s.tmp[..m * d]);
 
             // Feed-forward.
@@ -318,6 +350,25 @@ impl Model {
                     up.matmul(&s.xn, m, &mut s.up, threads)?;
                     ops::swiglu(&mut s.gate[..m * ff], &s.up[..m * ff]);
                     down.matmul(&s.gate, m, &mut s.tmp, threads)?;
+                }
+                Ffn::Moe(moe) => {
+                    let mc = cfg.moe.as_ref().ok_or_else(|| EngineError::State {
+                        reason: "MoE weights without an MoE configuration".to_owned(),
+                    })?;
+                    let routing = Routing {
+                        layer: l,
+                        first_pos: pos0,
+                        k: mc.n_expert_used,
+                        norm_topk: mc.norm_topk,
+                    };
+                    moe.forward(
+                        &s.xn, m, d, &mut s.tmp, &routing, hooks, &mut s.moe, threads,
+                    )?;
+                }
+            }
+            if sc.residual != 1.0 {
+                for v in &mut s.tmp[..m * d] {
+                    *v *= sc.residual;
                 }
             }
             ops::add_assign(&mut s.x[..m * d], &s.tmp[..m * d]);
@@ -346,6 +397,12 @@ impl Model {
                 );
             }
             w.output.matmul(&s.xn, n, out, threads)?;
+            if sc.logit != 1.0 {
+                let inv = 1.0 / sc.logit;
+                for v in out.iter_mut() {
+                    *v *= inv;
+                }
+            }
         }
         Ok(())
     }

@@ -365,8 +365,9 @@ impl Session {
     }
 
     fn after_forward(&mut self, res: Result<()>) -> Result<()> {
-        self.routes.clear();
+        self.scratch.take_routes(&mut self.routes);
         if res.is_err() {
+            self.routes.clear();
             // Drop what was not forwarded; the logits held no longer match the history.
             let done = usize::try_from(self.cache.next_pos()).unwrap_or(usize::MAX);
             self.tokens.truncate(done);

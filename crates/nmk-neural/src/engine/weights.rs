@@ -1,4 +1,4 @@
-//! The weights of a dense decoder, loaded over the shared memory map of the GGUF file.
+//! The weights of a decoder (dense or mixture-of-experts), loaded over the shared memory map of the GGUF file.
 //!
 //! Every tensor's shape is checked against the [`ModelConfig`] before use; norms and biases are
 //! read as f32, matrices stay in their file format (see [`super::linear`]).
@@ -8,8 +8,9 @@ use std::sync::Arc;
 use crate::gguf::GgufFile;
 
 use super::config::ModelConfig;
-use super::error::Result;
+use super::error::{EngineError, Result};
 use super::linear::{Embedding, Linear, load_f32};
+use super::moe::{Expert, MoeFfn, SharedExpert};
 
 /// Weights of one transformer block.
 #[derive(Debug)]
@@ -24,6 +25,9 @@ pub struct LayerWeights {
     pub wv: Linear,
     /// Query, key and value biases (Qwen2).
     pub qkv_bias: Option<[Vec<f32>; 3]>,
+    /// Query and key RMSNorm weights (Qwen3-MoE: `head_dim` values, applied per head; OLMoE:
+    /// the whole projection width).
+    pub qk_norm: Option<[Vec<f32>; 2]>,
     /// Attention output projection.
     pub wo: Linear,
     /// RMSNorm weight before the feed-forward network.
@@ -45,6 +49,8 @@ pub enum Ffn {
         /// Down projection.
         down: Linear,
     },
+    /// A routed mixture of SwiGLU experts (see [`super::moe`]).
+    Moe(MoeFfn),
 }
 
 /// All weights of a model.
@@ -78,6 +84,49 @@ impl ModelWeights {
             } else {
                 None
             };
+            let qk_norm = if cfg.qk_norm {
+                Some([
+                    load_norm(file, &n("attn_q_norm.weight"), cfg.head_dim, cfg.q_dim())?,
+                    load_norm(file, &n("attn_k_norm.weight"), cfg.head_dim, cfg.kv_dim())?,
+                ])
+            } else {
+                None
+            };
+            let ffn = match &cfg.moe {
+                None => Ffn::Dense {
+                    gate: Linear::load(file, &n("ffn_gate.weight"), d, cfg.n_ff)?,
+                    up: Linear::load(file, &n("ffn_up.weight"), d, cfg.n_ff)?,
+                    down: Linear::load(file, &n("ffn_down.weight"), cfg.n_ff, d)?,
+                },
+                Some(mc) => {
+                    let (ne, ff) = (mc.n_expert, mc.n_ff_exp);
+                    let gates = Linear::load_experts(file, &n("ffn_gate_exps.weight"), d, ff, ne)?;
+                    let ups = Linear::load_experts(file, &n("ffn_up_exps.weight"), d, ff, ne)?;
+                    let downs = Linear::load_experts(file, &n("ffn_down_exps.weight"), ff, d, ne)?;
+                    let experts = gates
+                        .into_iter()
+                        .zip(ups)
+                        .zip(downs)
+                        .map(|((gate, up), down)| Expert { gate, up, down })
+                        .collect();
+                    let shared = match mc.n_ff_shexp {
+                        None => None,
+                        Some(sff) => Some(SharedExpert {
+                            expert: Expert {
+                                gate: Linear::load(file, &n("ffn_gate_shexp.weight"), d, sff)?,
+                                up: Linear::load(file, &n("ffn_up_shexp.weight"), d, sff)?,
+                                down: Linear::load(file, &n("ffn_down_shexp.weight"), sff, d)?,
+                            },
+                            gate_inp: load_f32(file, &n("ffn_gate_inp_shexp.weight"), &[du])?,
+                        }),
+                    };
+                    Ffn::Moe(MoeFfn {
+                        router: Linear::load(file, &n("ffn_gate_inp.weight"), d, ne)?,
+                        experts,
+                        shared,
+                    })
+                }
+            };
             layers.push(LayerWeights {
                 attn_norm: load_f32(file, &n("attn_norm.weight"), &[du])?,
                 wq: Linear::load(file, &n("attn_q.weight"), d, cfg.q_dim())?,
@@ -86,11 +135,8 @@ impl ModelWeights {
                 qkv_bias,
                 wo: Linear::load(file, &n("attn_output.weight"), cfg.q_dim(), d)?,
                 ffn_norm: load_f32(file, &n("ffn_norm.weight"), &[du])?,
-                ffn: Ffn::Dense {
-                    gate: Linear::load(file, &n("ffn_gate.weight"), d, cfg.n_ff)?,
-                    up: Linear::load(file, &n("ffn_up.weight"), d, cfg.n_ff)?,
-                    down: Linear::load(file, &n("ffn_down.weight"), cfg.n_ff, d)?,
-                },
+                qk_norm,
+                ffn,
             });
         }
         let output_norm = load_f32(file, "output_norm.weight", &[du])?;
@@ -106,4 +152,23 @@ impl ModelWeights {
             output,
         })
     }
+}
+
+/// A Q/K norm weight: `per_head` values (applied to each head) or `whole` values (applied to
+/// the whole projection).
+fn load_norm(file: &Arc<GgufFile>, name: &str, per_head: usize, whole: usize) -> Result<Vec<f32>> {
+    let found = file.tensor(name)?.dims().to_vec();
+    let len = if found == [per_head as u64] {
+        per_head
+    } else {
+        whole
+    };
+    load_f32(file, name, &[len as u64]).map_err(|e| match e {
+        EngineError::TensorShape { name, found, .. } => EngineError::TensorShape {
+            name,
+            found,
+            expected: vec![per_head as u64],
+        },
+        other => other,
+    })
 }
