@@ -131,6 +131,8 @@ fn routes_reported_and_follow_the_architecture_rule() {
             }
             let h = r.entropy;
             assert!(h >= 0.0 && h <= (spec.n_expert as f32).ln() + 1e-5);
+            let hn = r.normalized_entropy();
+            assert!((0.0..=1.0 + 1e-6).contains(&hn));
         }
     }
 }
@@ -234,6 +236,7 @@ fn equal_router_logits_choose_the_lowest_experts() {
             assert_eq!(ids, (0..spec.n_used as u32).collect::<Vec<_>>());
             assert!(r.probs.iter().all(|&p| p == u));
             assert!((r.entropy - (spec.n_expert as f32).ln()).abs() < 1e-5);
+            assert!((r.normalized_entropy() - 1.0).abs() < 1e-5);
         }
     }
 }

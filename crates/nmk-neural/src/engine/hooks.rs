@@ -6,8 +6,10 @@
 //! - [`PostBlockHook`]: after block `L`, read the residual stream of every position of the
 //!   batch and, when armed, add a delta to it ([`Residual::add`]). Deltas are f32, the residual
 //!   dtype.
-//! - [`RouterObserver`]: sees each MoE layer's routing decision (MoE forward: later).
-//! - [`ExpertMask`]: forbids experts per layer and position (MoE forward: later).
+//! - [`RouterObserver`]: sees each MoE layer's routing decision for every position (built only
+//!   when an observer is installed; see [`super::moe`]).
+//! - [`ExpertMask`]: forbids experts per layer and position (their selection score is −∞
+//!   before top-k; the reported probabilities are the router's, unmasked).
 //! - [`LogitMask`]: forbids token ids (their logits become −∞ before any selection).
 //!
 //! Ready-made implementations: [`ForbiddenIds`], [`ResidualAdd`], [`ResidualRecorder`].
@@ -106,6 +108,17 @@ pub struct LayerRoute {
     pub chosen: Vec<(u32, f32)>,
     /// Entropy of `probs` in nats.
     pub entropy: f32,
+}
+
+impl LayerRoute {
+    /// Entropy normalised to `[0, 1]` (divided by `ln n_expert`; 0 with one expert).
+    pub fn normalized_entropy(&self) -> f32 {
+        let n = self.probs.len();
+        if n < 2 {
+            return 0.0;
+        }
+        self.entropy / (n as f32).ln()
+    }
 }
 
 /// Observes routing decisions (MoE models only).

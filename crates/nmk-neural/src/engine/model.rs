@@ -2,7 +2,8 @@
 //!
 //! [`Model::forward`] runs a batch of tokens at the next positions of a [`KvCache`]: embedding,
 //! then per block RMSNorm → Q/K/V (+bias) → RoPE → causal GQA attention over the cache → output
-//! projection → residual, RMSNorm → SwiGLU → residual, the post-block hook site; finally the
+//! projection → residual, RMSNorm → SwiGLU (or the routed experts of [`super::moe`]) →
+//! residual, the post-block hook site; finally the
 //! output norm and the logits of the positions asked for.
 //!
 //! Batch invariance: every per-position computation (norms, projections, RoPE, attention) is
