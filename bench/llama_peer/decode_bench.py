@@ -12,6 +12,7 @@ import sys
 import time
 
 import llama_cpp
+import numpy as np
 
 
 def main():
@@ -22,6 +23,7 @@ def main():
     runs = report["runs"]
     llm = llama_cpp.Llama(model_path=model, n_ctx=max(512, len(ids) + n_gen + 8), n_batch=512,
                           n_threads=threads, n_threads_batch=threads, verbose=False)
+    n_vocab = llm.n_vocab()
     prefill, decode = [], []
     for i in range(runs + 1):
         llm.reset()
@@ -29,8 +31,10 @@ def main():
         llm.eval(ids)
         t1 = time.perf_counter()
         for _ in range(n_gen):
-            logits = llm.scores[llm.n_tokens - 1]
-            tok = int(logits.argmax())
+            # The last position's logits straight from the context (llm.scores is only filled
+            # with logits_all, which would also slow the prefill).
+            ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+            tok = int(np.ctypeslib.as_array(ptr, shape=(n_vocab,)).argmax())
             llm.eval([tok])
         t2 = time.perf_counter()
         if i == 0:
