@@ -268,6 +268,11 @@ fn hostile(
             }
         }
     }
+    for &(k, x) in md {
+        if x != 0 && !base.metadata().contains(k) {
+            w.add(k.to_owned(), x).unwrap();
+        }
+    }
     let mut t = tensors(spec);
     edit(&mut t);
     add_tensors(&mut w, &t, spec.q8);
@@ -295,6 +300,15 @@ fn hostile_moe_shapes_give_typed_errors() {
         &[("olmoe.expert_count", 0)],
     ));
     assert!(matches!(e, EngineError::InvalidConfig { .. }), "{e}");
+    // Sigmoid gating (llama.cpp's id 2) is refused rather than run as softmax; softmax (1) loads.
+    let e = load_err(hostile(&s, none, &[("llama.expert_gating_func", 2)]));
+    assert!(e.to_string().contains("expert_gating_func"), "{e}");
+    assert!(
+        Model::from_file(Arc::new(
+            GgufFile::from_bytes(hostile(&s, none, &[("llama.expert_gating_func", 1)])).unwrap()
+        ))
+        .is_ok()
+    );
     // Merged expert tensors of the wrong shape.
     for (name, dims) in [
         ("blk.1.ffn_gate_exps.weight", vec![d, ff, ne - 1]),

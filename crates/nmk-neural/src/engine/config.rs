@@ -305,6 +305,16 @@ impl ModelConfig {
                     format!("{n_expert} is above {}", caps::EXPERTS),
                 ));
             }
+            // llama.cpp's gating function ids: 1 = softmax (what we implement), 2 = sigmoid.
+            // Anything else would silently run with the wrong routing, so it is refused.
+            if let Some(gating) = md.opt_u32(&key("expert_gating_func"))?
+                && gating != 1
+            {
+                return Err(invalid(
+                    &key("expert_gating_func"),
+                    format!("gating function {gating} is not supported (only softmax, 1)"),
+                ));
+            }
             let used = ranged(md, &key("expert_used_count"), 1, n_expert)?;
             let n_ff_exp = match md.opt_u32(&key("expert_feed_forward_length"))? {
                 Some(_) => ranged(md, &key("expert_feed_forward_length"), 1, caps::FF)?,
