@@ -97,6 +97,13 @@ pub struct Gap {
     pub description: String,
     /// Visible examples.
     pub samples: Vec<SampleCase>,
+    /// Held-out instances the gate draws by default.
+    pub n: usize,
+    /// The gate's default first seed.
+    pub seed: u64,
+    /// Where the trusted generator and judge come from (a gap file's text, or a built-in's
+    /// name and version): part of [`Gap::spec_hash`], so a changed oracle is a different gap.
+    source: String,
     generate: Generator,
     judge: Judge,
 }
@@ -141,6 +148,9 @@ impl Gap {
             signature: signature.into(),
             description: description.into(),
             samples,
+            n: 2000,
+            seed: 0,
+            source: String::new(),
             generate: Box::new(generate),
             judge,
         };
@@ -150,6 +160,45 @@ impl Gap {
             }
         }
         Ok(gap)
+    }
+
+    /// Sets the default instance count and seed.
+    pub fn with_n_seed(mut self, n: usize, seed: u64) -> Gap {
+        self.n = n;
+        self.seed = seed;
+        self
+    }
+
+    /// Names where the trusted generator and judge come from (a gap file's full text, or
+    /// `builtin:<name>:<version>`).
+    pub fn with_source(mut self, source: impl Into<String>) -> Gap {
+        self.source = source.into();
+        self
+    }
+
+    /// The source set by [`Gap::with_source`].
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The gap's identity: entry, signature, description, samples, default n and seed, and the
+    /// source of its trusted code. A learned primitive is bound to this hash.
+    pub fn spec_hash(&self) -> ContentHash {
+        let samples = self
+            .samples
+            .iter()
+            .map(|s| Value::List(vec![Value::Tuple(s.args.clone()), s.expected.clone()]))
+            .collect();
+        hash_value(&Value::List(vec![
+            Value::str("nmk-gap-v1"),
+            Value::str(self.entry.clone()),
+            Value::str(self.signature.clone()),
+            Value::str(self.description.clone()),
+            Value::List(samples),
+            Value::int(self.n as u64),
+            Value::int(self.seed),
+            Value::str(self.source.clone()),
+        ]))
     }
 
     /// The `n` instances of `seed`.
