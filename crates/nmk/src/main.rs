@@ -6,6 +6,8 @@
 mod commands;
 mod exit;
 mod proposer;
+#[allow(dead_code)] // until the learn, gate and primitives commands use it
+mod sandbox;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,7 +49,20 @@ enum Command {
     Model(commands::model::ModelCommand),
 }
 
+/// Counts every allocation so the sandbox worker role's memory limit holds (the limit is only
+/// set inside a worker; elsewhere this is a plain counting allocator).
+#[global_allocator]
+static ALLOCATOR: monty_alloc::LimitedAllocator = monty_alloc::LimitedAllocator;
+
 fn main() -> ExitCode {
+    // The worker role runs before anything else (no logging, no threads), exactly as the
+    // dedicated worker binary does, so confinement sees a bare process.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == sandbox::WORKER_ARG)
+    {
+        std::process::exit(nmk_sandbox::worker_main(None));
+    }
     let cli = Cli::parse();
     init_tracing();
     let home = cli

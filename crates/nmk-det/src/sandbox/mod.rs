@@ -169,6 +169,9 @@ impl CallLimits {
 pub struct SandboxConfig {
     /// The worker binary; else [`WORKER_ENV`]; else next to the current executable.
     pub worker: Option<PathBuf>,
+    /// Arguments the worker is started with (a multi-call binary such as `nmk` takes
+    /// `sandbox-worker`; the dedicated worker binary takes none).
+    pub worker_args: Vec<String>,
     /// Number of warm workers (at least 1; 2 lets the determinism check use two processes
     /// at once).
     pub pool_size: usize,
@@ -182,6 +185,7 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
             worker: None,
+            worker_args: Vec::new(),
             pool_size: 2,
             grace: Duration::from_millis(250),
             recycle_after: Duration::from_secs(60),
@@ -336,6 +340,7 @@ impl Sandbox {
     fn spawn(&self, slot: &Slot) -> Result<Conn, SandboxError> {
         let started = Instant::now();
         let mut child = Command::new(&self.path)
+            .args(&self.config.worker_args)
             .env_clear()
             .current_dir("/")
             .stdin(Stdio::piped())
