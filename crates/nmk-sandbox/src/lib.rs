@@ -15,7 +15,7 @@ pub mod convert;
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Read, Write};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use monty::MontyRun;
 use monty_types::{CompileOptions, MontyObject, PrintWriter, ResourceLimits, ResourceTracker};
@@ -27,6 +27,14 @@ const ARGS_NAME: &str = "__nmk_args__";
 
 /// Compiled programs kept per worker.
 const CACHE_SIZE: usize = 16;
+
+/// Replies are written in groups: a flush per reply costs a system call and a wake-up of the
+/// parent per call, most of a fast call's price. A group is flushed after this many replies, ...
+const FLUSH_EVERY: usize = 64;
+
+/// ... or once this much time has passed since the last flush, so the parent's per-call watchdog
+/// (the call's limit plus a grace of hundreds of milliseconds) always sees progress in time.
+const FLUSH_AFTER: Duration = Duration::from_millis(2);
 
 /// The largest per-call memory limit a request may ask for.
 const MAX_MEMORY: u64 = 2 << 30;
@@ -72,6 +80,8 @@ pub fn serve(input: &mut impl Read, output: &mut impl Write) -> i32 {
             .clone();
         let memory = request.limits.max_memory.min(MAX_MEMORY);
         let _ = monty_alloc::set_limit(usize::try_from(memory).ok(), false);
+        let mut pending = 0usize;
+        let mut last_flush = Instant::now();
         for (index, args) in request.calls.iter().enumerate() {
             let outcome = match &program {
                 Ok(program) => run_call(program, args, &request),
@@ -88,11 +98,17 @@ pub fn serve(input: &mut impl Read, output: &mut impl Write) -> i32 {
                     Outcome::Err("OutputTooLarge: the result is over the frame cap".into());
                 body = nmk_det::canonical::encode(&reply.to_value());
             }
-            if protocol::write_raw_frame(output, body.as_bytes())
-                .and_then(|()| output.flush())
-                .is_err()
-            {
+            if protocol::write_raw_frame(output, body.as_bytes()).is_err() {
                 return exit::WRITE_FAILED;
+            }
+            pending += 1;
+            let last = index + 1 == request.calls.len();
+            if last || pending >= FLUSH_EVERY || last_flush.elapsed() >= FLUSH_AFTER {
+                if output.flush().is_err() {
+                    return exit::WRITE_FAILED;
+                }
+                pending = 0;
+                last_flush = Instant::now();
             }
         }
     }
