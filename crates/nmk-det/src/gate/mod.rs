@@ -18,13 +18,18 @@
 //!    placebo means the judge does not discriminate (`placebo_unsound`).
 //!
 //! If no confined worker can be had, the verdict is `unsandboxed`: nothing runs unconfined.
+//! A gap whose trusted code fails (a [`gapfile`] generator or oracle that raises, overruns or
+//! returns something that is not an instance) fails the gate closed as `gap_unsound`: the
+//! candidate is not admitted, and the report says the gap, not the candidate, is at fault.
 //! Feedback is leak-free: for a held-out instance it names the instance and what the program
 //! itself returned or raised, never the oracle's expected value.
 
+pub mod gapfile;
 pub mod rng;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use rng::Rng;
@@ -44,12 +49,73 @@ pub type OracleFn = Box<dyn Fn(&[Value]) -> Result<Value, String> + Send + Sync>
 /// A trusted check of `(instance, output)`.
 pub type VerifyFn = Box<dyn Fn(&[Value], &Value) -> bool + Send + Sync>;
 
+/// Trusted code in the sandbox's Python subset (a gap file's generator, oracle or verify),
+/// run in the confined workers: its results are trusted data, but it never runs in this
+/// process.
+pub struct TrustedProgram {
+    /// The full program text (for a generator, with the RNG prelude and the per-instance
+    /// wrapper already in place).
+    pub code: String,
+    /// The function the host calls.
+    pub entry: String,
+    /// The pool the program runs in.
+    pub sandbox: Arc<Sandbox>,
+    /// Per-call limits.
+    pub limits: CallLimits,
+}
+
+impl fmt::Debug for TrustedProgram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrustedProgram")
+            .field("entry", &self.entry)
+            .field("code_bytes", &self.code.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrustedProgram {
+    /// Runs `entry(*args)` for every call, spread over the pool (`rotate` shifts which worker
+    /// gets which chunk), and checks that there is one result per call.
+    fn run(&self, calls: &[Vec<Value>], rotate: usize) -> Result<Vec<CallResult>, GapError> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let results = self
+            .sandbox
+            .run_parallel(&self.code, &self.entry, calls, &self.limits, rotate)
+            .map_err(|e| GapError::Unsandboxed(e.to_string()))?;
+        if results.len() != calls.len() {
+            return Err(GapError::Unsandboxed(format!(
+                "the sandbox answered {} of {} calls of the gap's {}",
+                results.len(),
+                calls.len(),
+                self.entry
+            )));
+        }
+        Ok(results)
+    }
+}
+
+/// Where a gap's instances come from.
+pub enum Generation {
+    /// A native closure over the host's RNG.
+    Native(Generator),
+    /// A gap file's generator in the sandbox: the host draws one `u64` seed per instance from
+    /// its own [`Rng`] and the program's `__nmk_generate_one(seed)` returns the argument list.
+    Program(TrustedProgram),
+}
+
 /// How a gap judges an output.
 pub enum Judge {
     /// The trusted expected value for an instance (an independent algorithm).
     Oracle(OracleFn),
     /// A trusted check of `(instance, output)`, for self-checking outputs.
     Verify(VerifyFn),
+    /// A gap file's `oracle(*args)` in the sandbox; all truths of a stage in one batch.
+    ProgramOracle(TrustedProgram),
+    /// A gap file's `verify(instance, output)` in the sandbox (`instance` is the argument
+    /// list); only an exact `True` accepts.
+    ProgramVerify(TrustedProgram),
 }
 
 impl Judge {
@@ -73,7 +139,7 @@ pub struct SampleCase {
     pub expected: Value,
 }
 
-/// Why a gap cannot be built.
+/// Why a gap cannot be built, or why its trusted code failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GapError {
     /// The entry is not a plain identifier.
@@ -85,6 +151,94 @@ pub enum GapError {
     /// The trusted judge rejects one of the gap's own samples.
     #[error("the judge rejects sample {0}")]
     JudgeRejectsSample(usize),
+    /// No confined worker could run the gap's trusted code.
+    #[error("the gap's trusted code could not run: {0}")]
+    Unsandboxed(String),
+    /// The trusted generator raised, overran or crashed on an instance.
+    #[error("the generator failed on instance {index}: it {what}")]
+    GeneratorFailed {
+        /// The instance's position.
+        index: usize,
+        /// What the generator did.
+        what: String,
+    },
+    /// The trusted generator returned something that is not a list or tuple of arguments.
+    #[error(
+        "the generator's instance {index} is a {got}, not a list or tuple of positional arguments"
+    )]
+    GeneratorShape {
+        /// The instance's position.
+        index: usize,
+        /// The type it returned.
+        got: &'static str,
+    },
+    /// A generated instance has a different number of arguments than the samples.
+    #[error("the generator's instance {index} has {got} arguments; the samples have {want}")]
+    GeneratorArity {
+        /// The instance's position.
+        index: usize,
+        /// Its argument count.
+        got: usize,
+        /// The samples' argument count.
+        want: usize,
+    },
+    /// Two draws of the same seed, in two workers, differ.
+    #[error("the generator is not deterministic: two draws of instance {index} differ")]
+    GeneratorNondeterministic {
+        /// The first differing instance.
+        index: usize,
+    },
+    /// The generator yields too few distinct instances.
+    #[error(
+        "the generator yields only {distinct} distinct instances in {draws} draws (more than {floor} required)"
+    )]
+    TooFewDistinct {
+        /// Distinct instances seen.
+        distinct: usize,
+        /// Draws made.
+        draws: usize,
+        /// The count that must be exceeded.
+        floor: usize,
+    },
+    /// The trusted oracle raised, overran or crashed on an instance.
+    #[error("the oracle failed on instance {index}: it {what}")]
+    OracleFailed {
+        /// The instance's position.
+        index: usize,
+        /// What the oracle did.
+        what: String,
+    },
+}
+
+/// What the gap sanity check saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SanityReport {
+    /// Generator draws made.
+    pub draws: usize,
+    /// Distinct instances among them.
+    pub distinct: usize,
+}
+
+/// Draws the sanity check makes, and the distinct count it must exceed (spec §4.1).
+pub const SANITY_DRAWS: usize = 200;
+/// See [`SANITY_DRAWS`].
+pub const SANITY_MIN_DISTINCT: usize = 50;
+
+/// What the judge needs for a list of instances, computed in one batch.
+enum Truths {
+    /// The oracle's value (or a native oracle's error, which is a miss) per instance.
+    Expected(Vec<Result<Value, String>>),
+    /// A verify judge: nothing to precompute.
+    Verify,
+}
+
+impl Truths {
+    fn prefix(&self, k: usize) -> Truths {
+        match self {
+            Truths::Expected(t) => Truths::Expected(t.iter().take(k).cloned().collect()),
+            Truths::Verify => Truths::Verify,
+        }
+    }
 }
 
 /// What a program must do, with the trusted means to check it.
@@ -104,7 +258,7 @@ pub struct Gap {
     /// Where the trusted generator and judge come from (a gap file's text, or a built-in's
     /// name and version): part of [`Gap::spec_hash`], so a changed oracle is a different gap.
     source: String,
-    generate: Generator,
+    generate: Generation,
     judge: Judge,
 }
 
@@ -151,15 +305,45 @@ impl Gap {
             n: 2000,
             seed: 0,
             source: String::new(),
-            generate: Box::new(generate),
+            generate: Generation::Native(Box::new(generate)),
             judge,
         };
         for (i, s) in gap.samples.iter().enumerate() {
-            if !gap.accepts(&s.args, &s.expected, None) {
+            if !gap.native_accepts(&s.args, &s.expected) {
                 return Err(GapError::JudgeRejectsSample(i));
             }
         }
         Ok(gap)
+    }
+
+    /// Builds a gap whose generator and judge are trusted programs in the sandbox (a gap
+    /// file). Nothing runs here: call [`Gap::sanity_check`] before using it.
+    pub fn from_programs(
+        entry: impl Into<String>,
+        signature: impl Into<String>,
+        description: impl Into<String>,
+        samples: Vec<SampleCase>,
+        generate: TrustedProgram,
+        judge: Judge,
+    ) -> Result<Gap, GapError> {
+        let entry = entry.into();
+        if !is_identifier(&entry) {
+            return Err(GapError::BadEntry(entry));
+        }
+        if samples.is_empty() {
+            return Err(GapError::NoSamples);
+        }
+        Ok(Gap {
+            entry,
+            signature: signature.into(),
+            description: description.into(),
+            samples,
+            n: 2000,
+            seed: 0,
+            source: String::new(),
+            generate: Generation::Program(generate),
+            judge,
+        })
     }
 
     /// Sets the default instance count and seed.
@@ -201,30 +385,197 @@ impl Gap {
         ]))
     }
 
-    /// The `n` instances of `seed`.
-    pub fn instances(&self, n: usize, seed: u64) -> Vec<Vec<Value>> {
-        let mut rng = Rng::new(seed);
-        (0..n).map(|_| (self.generate)(&mut rng)).collect()
+    /// The `n` instances of `seed`. A program generator runs in one parallel sandbox batch;
+    /// it fails if the generator raises, overruns, or returns anything but a list or tuple.
+    pub fn instances(&self, n: usize, seed: u64) -> Result<Vec<Vec<Value>>, GapError> {
+        self.instances_rotated(n, seed, 0)
     }
 
-    /// The trusted expected value (oracle judges only).
+    /// [`Gap::instances`] with the worker assignment rotated (so a second draw of the same
+    /// seed runs each instance in another worker process).
+    fn instances_rotated(
+        &self,
+        n: usize,
+        seed: u64,
+        rotate: usize,
+    ) -> Result<Vec<Vec<Value>>, GapError> {
+        let mut rng = Rng::new(seed);
+        match &self.generate {
+            Generation::Native(g) => Ok((0..n).map(|_| g(&mut rng)).collect()),
+            Generation::Program(p) => {
+                let calls: Vec<Vec<Value>> =
+                    (0..n).map(|_| vec![Value::int(rng.next_u64())]).collect();
+                p.run(&calls, rotate)?
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, r)| match r {
+                        CallResult::Ok(Value::List(args) | Value::Tuple(args)) => Ok(args),
+                        CallResult::Ok(other) => Err(GapError::GeneratorShape {
+                            index,
+                            got: other.type_name(),
+                        }),
+                        other => Err(GapError::GeneratorFailed {
+                            index,
+                            what: other.describe(),
+                        }),
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The trusted expected value (oracle judges only; a program oracle makes one sandbox
+    /// call).
     pub fn expected(&self, args: &[Value]) -> Option<Result<Value, String>> {
         match &self.judge {
             Judge::Oracle(f) => Some(f(args)),
-            Judge::Verify(_) => None,
+            Judge::ProgramOracle(_) => Some(match self.truths(&[args.to_vec()]) {
+                Ok(Truths::Expected(mut t)) => t.pop().unwrap_or_else(|| Err("no truth".into())),
+                Ok(Truths::Verify) => Err("no oracle".into()),
+                Err(e) => Err(e.to_string()),
+            }),
+            Judge::Verify(_) | Judge::ProgramVerify(_) => None,
         }
     }
 
-    fn accepts(&self, args: &[Value], got: &Value, truth: Option<&Result<Value, String>>) -> bool {
+    /// Whether a native judge accepts `got` (program judges are checked in batches).
+    fn native_accepts(&self, args: &[Value], got: &Value) -> bool {
         match &self.judge {
-            Judge::Oracle(f) => match truth {
-                Some(Ok(t)) => strict_equal(got, t),
-                Some(Err(_)) => false,
-                None => f(args).is_ok_and(|t| strict_equal(got, &t)),
-            },
+            Judge::Oracle(f) => f(args).is_ok_and(|t| strict_equal(got, &t)),
             Judge::Verify(f) => f(args, got),
+            Judge::ProgramOracle(_) | Judge::ProgramVerify(_) => false,
         }
     }
+
+    /// The oracle's values for `instances`, in one batch. A native oracle's error is kept as
+    /// a miss (as before gap files); a program oracle that fails on any instance is a gap
+    /// error, so the gate fails closed as `gap_unsound`.
+    fn truths(&self, instances: &[Vec<Value>]) -> Result<Truths, GapError> {
+        match &self.judge {
+            Judge::Oracle(f) => Ok(Truths::Expected(instances.iter().map(|a| f(a)).collect())),
+            Judge::ProgramOracle(p) => p
+                .run(instances, 0)?
+                .into_iter()
+                .enumerate()
+                .map(|(index, r)| match r {
+                    CallResult::Ok(v) => Ok(Ok(v)),
+                    other => Err(GapError::OracleFailed {
+                        index,
+                        what: other.describe(),
+                    }),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Truths::Expected),
+            Judge::Verify(_) | Judge::ProgramVerify(_) => Ok(Truths::Verify),
+        }
+    }
+
+    /// Which outputs the judge accepts (`None` = the program did not return). A program
+    /// verify runs once over all returned outputs; anything but an exact `True` (False, a
+    /// non-bool, a raise, a timeout on a hostile output) rejects.
+    fn judge_outputs(
+        &self,
+        instances: &[Vec<Value>],
+        outputs: &[Option<&Value>],
+        truths: &Truths,
+    ) -> Result<Vec<bool>, GapError> {
+        let mut accepted = vec![false; outputs.len()];
+        match (truths, &self.judge) {
+            (Truths::Expected(t), _) => {
+                for (i, out) in outputs.iter().enumerate() {
+                    accepted[i] =
+                        matches!((out, t.get(i)), (Some(v), Some(Ok(t))) if strict_equal(v, t));
+                }
+            }
+            (Truths::Verify, Judge::Verify(f)) => {
+                for (i, out) in outputs.iter().enumerate() {
+                    accepted[i] = match (out, instances.get(i)) {
+                        (Some(v), Some(args)) => f(args, v),
+                        _ => false,
+                    };
+                }
+            }
+            (Truths::Verify, Judge::ProgramVerify(p)) => {
+                let mut which = Vec::new();
+                let mut calls = Vec::new();
+                for (i, out) in outputs.iter().enumerate() {
+                    if let (Some(v), Some(args)) = (out, instances.get(i)) {
+                        which.push(i);
+                        calls.push(vec![Value::List(args.clone()), (*v).clone()]);
+                    }
+                }
+                let results = p.run(&calls, 0)?;
+                for (i, r) in which.into_iter().zip(results) {
+                    accepted[i] = matches!(r, CallResult::Ok(Value::Bool(true)));
+                }
+            }
+            // A verify truth with an oracle judge cannot be built; reject everything.
+            (Truths::Verify, _) => {}
+        }
+        Ok(accepted)
+    }
+
+    /// The gap sanity check (spec §4.1), run before a gap file's gap is used: the judge
+    /// accepts every visible sample; the generator is deterministic (two draws of
+    /// [`SANITY_DRAWS`] instances from the gap's seed, each instance in two different worker
+    /// processes, agree), returns lists of as many arguments as the samples have, and yields
+    /// more than [`SANITY_MIN_DISTINCT`] distinct instances; the oracle answers every draw.
+    pub fn sanity_check(&self) -> Result<SanityReport, GapError> {
+        let sample_args: Vec<Vec<Value>> = self.samples.iter().map(|s| s.args.clone()).collect();
+        let truths = self.truths(&sample_args)?;
+        let expected: Vec<Option<&Value>> =
+            self.samples.iter().map(|s| Some(&s.expected)).collect();
+        let accepted = self.judge_outputs(&sample_args, &expected, &truths)?;
+        if let Some(i) = accepted.iter().position(|ok| !ok) {
+            return Err(GapError::JudgeRejectsSample(i));
+        }
+        let a = self.instances_rotated(SANITY_DRAWS, self.seed, 0)?;
+        let b = self.instances_rotated(SANITY_DRAWS, self.seed, 1)?;
+        if let Some(index) = first_difference(&a, &b) {
+            return Err(GapError::GeneratorNondeterministic { index });
+        }
+        let arity = self.samples.first().map(|s| s.args.len());
+        if let Some(want) = arity
+            && self.samples.iter().all(|s| s.args.len() == want)
+            && let Some(index) = a.iter().position(|x| x.len() != want)
+        {
+            return Err(GapError::GeneratorArity {
+                index,
+                got: a.get(index).map_or(0, Vec::len),
+                want,
+            });
+        }
+        let n_distinct = distinct(&a);
+        if n_distinct <= SANITY_MIN_DISTINCT {
+            return Err(GapError::TooFewDistinct {
+                distinct: n_distinct,
+                draws: SANITY_DRAWS,
+                floor: SANITY_MIN_DISTINCT,
+            });
+        }
+        if let Truths::Expected(t) = self.truths(&a)?
+            && let Some(index) = t.iter().position(Result::is_err)
+        {
+            let what = match t.get(index) {
+                Some(Err(e)) => format!("raised {e}"),
+                _ => "failed".into(),
+            };
+            return Err(GapError::OracleFailed { index, what });
+        }
+        Ok(SanityReport {
+            draws: SANITY_DRAWS,
+            distinct: n_distinct,
+        })
+    }
+}
+
+/// The first index at which two instance lists differ (by canonical encoding), if any.
+pub fn first_difference(a: &[Vec<Value>], b: &[Vec<Value>]) -> Option<usize> {
+    let differs = a
+        .iter()
+        .zip(b)
+        .position(|(x, y)| encode(&Value::List(x.clone())) != encode(&Value::List(y.clone())));
+    differs.or_else(|| (a.len() != b.len()).then(|| a.len().min(b.len())))
 }
 
 /// Why a candidate was refused.
@@ -244,6 +595,9 @@ pub enum FailureReason {
     Timeout,
     /// Two runs of the same instance, in two workers, differed.
     Nondeterministic,
+    /// The gap's own trusted code (generator, oracle, verify) failed: the gate fails closed
+    /// and the gap, not the candidate, needs fixing.
+    GapUnsound,
 }
 
 impl FailureReason {
@@ -257,6 +611,7 @@ impl FailureReason {
             FailureReason::Unsandboxed => "unsandboxed",
             FailureReason::Timeout => "timeout",
             FailureReason::Nondeterministic => "nondeterministic",
+            FailureReason::GapUnsound => "gap_unsound",
         }
     }
 }
@@ -422,25 +777,34 @@ fn judge_all(
     gap: &Gap,
     instances: &[Vec<Value>],
     results: &[CallResult],
-    truths: Option<&[Result<Value, String>]>,
-) -> (usize, Option<usize>) {
-    let mut passed = 0;
-    let mut first = None;
-    for (i, (args, r)) in instances.iter().zip(results).enumerate() {
-        let ok = match r {
-            CallResult::Ok(v) => gap.accepts(args, v, truths.and_then(|t| t.get(i))),
-            _ => false,
-        };
-        if ok {
-            passed += 1;
-        } else if first.is_none() {
-            first = Some(i);
-        }
+    truths: &Truths,
+) -> Result<(usize, Option<usize>), GapError> {
+    let outputs: Vec<Option<&Value>> = (0..instances.len())
+        .map(|i| results.get(i).and_then(CallResult::value))
+        .collect();
+    let accepted = gap.judge_outputs(instances, &outputs, truths)?;
+    let passed = accepted.iter().filter(|ok| **ok).count();
+    Ok((passed, accepted.iter().position(|ok| !ok)))
+}
+
+/// Why the stages stopped before a verdict.
+enum StageError {
+    /// No confined worker for the candidate.
+    Sandbox(SandboxError),
+    /// The gap's trusted code failed (or could not run).
+    Gap(GapError),
+}
+
+impl From<SandboxError> for StageError {
+    fn from(e: SandboxError) -> Self {
+        StageError::Sandbox(e)
     }
-    if results.len() < instances.len() && first.is_none() {
-        first = Some(results.len());
+}
+
+impl From<GapError> for StageError {
+    fn from(e: GapError) -> Self {
+        StageError::Gap(e)
     }
-    (passed, first)
 }
 
 fn describe_at(results: &[CallResult], i: usize) -> String {
@@ -456,6 +820,7 @@ struct Stage {
     deterministic: Option<bool>,
     results: Vec<CallResult>,
     instances: Vec<Vec<Value>>,
+    truths: Option<Truths>,
 }
 
 fn run_stage(
@@ -466,9 +831,9 @@ fn run_stage(
     seed: u64,
     fail_reason: FailureReason,
     twice: bool,
-) -> Result<Stage, SandboxError> {
+) -> Result<Stage, StageError> {
     let n = config.n;
-    let instances = gap.instances(n, seed);
+    let instances = gap.instances(n, seed)?;
     let n_distinct = distinct(&instances);
     let mut report = StageReport {
         seed,
@@ -489,6 +854,7 @@ fn run_stage(
         deterministic: None,
         results: Vec::new(),
         instances: Vec::new(),
+        truths: None,
     };
     if n == 0 {
         return Ok(fail(report, "n = 0 never passes".into()));
@@ -530,6 +896,7 @@ fn run_stage(
             deterministic: None,
             results,
             instances,
+            truths: None,
         });
     }
     let mut deterministic = None;
@@ -554,19 +921,13 @@ fn run_stage(
                 deterministic,
                 results,
                 instances,
+                truths: None,
             });
         }
     }
-    let truths: Option<Vec<Result<Value, String>>> = match gap.judge {
-        Judge::Oracle(_) => Some(
-            instances
-                .iter()
-                .map(|a| gap.expected(a).unwrap_or_else(|| Err("no oracle".into())))
-                .collect(),
-        ),
-        Judge::Verify(_) => None,
-    };
-    let (passed, first) = judge_all(gap, &instances, &results, truths.as_deref());
+    // All truths of the stage in one batch (one sandbox batch for a program oracle).
+    let truths = gap.truths(&instances)?;
+    let (passed, first) = judge_all(gap, &instances, &results, &truths)?;
     report.passed = passed;
     let reason = if let Some(i) = first {
         report.first_fail = Some(first_failure(i, describe_at(&results, i)));
@@ -580,6 +941,7 @@ fn run_stage(
         deterministic,
         results,
         instances,
+        truths: Some(truths),
     })
 }
 
@@ -774,9 +1136,17 @@ pub fn holdout_gate(
     };
     match gate_stages(sandbox, candidate, gap, config, &mut report) {
         Ok(()) => {}
-        Err(e) => {
+        Err(StageError::Sandbox(e)) => {
             report.reason = Some(FailureReason::Unsandboxed);
             report.feedback = e.to_string();
+        }
+        Err(StageError::Gap(GapError::Unsandboxed(e))) => {
+            report.reason = Some(FailureReason::Unsandboxed);
+            report.feedback = format!("the gap's trusted code could not run: {e}");
+        }
+        Err(StageError::Gap(e)) => {
+            report.reason = Some(FailureReason::GapUnsound);
+            report.feedback = format!("the gap is unsound, not the candidate: {e}");
         }
     }
     finish(report, started)
@@ -788,7 +1158,7 @@ fn gate_stages(
     gap: &Gap,
     config: &GateConfig,
     report: &mut GateReport,
-) -> Result<(), SandboxError> {
+) -> Result<(), StageError> {
     // 1. Visible samples.
     let sample_args: Vec<Vec<Value>> = gap.samples.iter().map(|s| s.args.clone()).collect();
     let sample_results = if candidate.trim().is_empty() {
@@ -806,20 +1176,17 @@ fn gate_stages(
         outputs_hash: outputs_hash(&sample_results),
         note: None,
     };
-    let mut first = None;
-    for (i, (s, r)) in gap.samples.iter().zip(&sample_results).enumerate() {
-        let ok = r.value().is_some_and(|v| gap.accepts(&s.args, v, None))
-            && r.value().is_some_and(|v| {
-                strict_equal(v, &s.expected) || matches!(gap.judge, Judge::Verify(_))
-            });
-        if ok {
-            sample.passed += 1;
-        } else if first.is_none() {
-            first = Some(i);
+    // An oracle gap's samples are judged by their expected values (the oracle was checked to
+    // agree with them when the gap was built); a verify gap's by the verify judge.
+    let sample_truths = match gap.judge {
+        Judge::Oracle(_) | Judge::ProgramOracle(_) => {
+            Truths::Expected(gap.samples.iter().map(|s| Ok(s.expected.clone())).collect())
         }
-    }
-    if let Some(i) = first {
-        let s = &gap.samples[i];
+        Judge::Verify(_) | Judge::ProgramVerify(_) => Truths::Verify,
+    };
+    let (passed, first) = judge_all(gap, &sample_args, &sample_results, &sample_truths)?;
+    sample.passed = passed;
+    if let Some((i, s)) = first.and_then(|i| gap.samples.get(i).map(|s| (i, s))) {
         let got = describe_at(&sample_results, i);
         report.feedback = format!(
             "visible sample {i}: {}({}) should return {}, your program {got}",
@@ -882,14 +1249,10 @@ fn gate_stages(
     // 4. Placebos: all must fail.
     let k = config.placebo_n.min(gate_instances.len()).max(1);
     let instances = &gate_instances[..k.min(gate_instances.len())];
-    let truths: Option<Vec<Result<Value, String>>> = match gap.judge {
-        Judge::Oracle(_) => Some(
-            instances
-                .iter()
-                .map(|a| gap.expected(a).unwrap_or_else(|| Err("no oracle".into())))
-                .collect(),
-        ),
-        Judge::Verify(_) => None,
+    // The gate stage's truths, reused: the placebos run on its first k instances.
+    let truths = match &gate.truths {
+        Some(t) => t.prefix(instances.len()),
+        None => gap.truths(instances)?,
     };
     let placebo_limits = CallLimits {
         stop_on_timeout: false,
@@ -897,7 +1260,7 @@ fn gate_stages(
     };
     for (name, code) in placebo_programs(gap, &gate_results) {
         let results = sandbox.run_parallel(&code, &gap.entry, instances, &placebo_limits, 0)?;
-        let (matched, _) = judge_all(gap, instances, &results, truths.as_deref());
+        let (matched, _) = judge_all(gap, instances, &results, &truths)?;
         report.placebos.push(PlaceboReport {
             name,
             matched,
@@ -912,7 +1275,7 @@ fn gate_stages(
             other => other.clone(),
         })
         .collect();
-    let (matched, _) = judge_all(gap, instances, &perturbed, truths.as_deref());
+    let (matched, _) = judge_all(gap, instances, &perturbed, &truths)?;
     report.placebos.push(PlaceboReport {
         name: "perturbed_candidate",
         matched,
