@@ -18,6 +18,7 @@ pub mod gate;
 pub mod hash;
 pub mod level;
 pub mod oracles;
+pub mod primitives;
 pub mod sandbox;
 pub mod value;
 
