@@ -14,6 +14,7 @@ pub mod artifact;
 pub mod budget;
 pub mod capability;
 pub mod commit_trap;
+pub mod learn;
 pub mod ledger;
 pub mod ops;
 pub mod plan;

@@ -60,6 +60,30 @@ const MIGRATIONS: &[&str] = &[
         prev TEXT NOT NULL,
         body TEXT NOT NULL
     );",
+    // 2: learned primitives (see `learn::registry`): the code, the gap it was proven on (its
+    // source text, so it can be re-gated without the gap file), the gate's counts and the
+    // ledger entry of the admission it rests on.
+    "CREATE TABLE learned_primitives (
+        entry           TEXT PRIMARY KEY,
+        code            TEXT NOT NULL,
+        code_hash       TEXT NOT NULL,
+        gap_spec_hash   TEXT NOT NULL,
+        gap_source      TEXT NOT NULL,
+        signature       TEXT NOT NULL,
+        description     TEXT NOT NULL,
+        gate_n          INTEGER NOT NULL,
+        gate_seed       INTEGER NOT NULL,
+        gate_passed     INTEGER NOT NULL,
+        regate_seed     INTEGER NOT NULL,
+        regate_passed   INTEGER NOT NULL,
+        report          TEXT NOT NULL,
+        proposer        TEXT NOT NULL,
+        model           TEXT,
+        prompt_hash     TEXT,
+        ledger_seq      INTEGER NOT NULL,
+        ledger_hash     TEXT NOT NULL,
+        created_at      INTEGER NOT NULL
+    );",
 ];
 
 /// The schema version this build writes.
