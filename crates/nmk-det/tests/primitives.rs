@@ -805,3 +805,76 @@ proptest! {
         }
     }
 }
+
+// ---- Exhaustive agreement on tiny domains: the two regex parsers and the grapheme rules ----
+
+/// Every string of length up to `max` over `alphabet`.
+fn all_strings(alphabet: &[char], max: usize) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut layer = vec![String::new()];
+    for _ in 0..max {
+        layer = layer
+            .iter()
+            .flat_map(|p| alphabet.iter().map(move |c| format!("{p}{c}")))
+            .collect();
+        out.extend(layer.iter().cloned());
+    }
+    out
+}
+
+#[test]
+fn regex_parsers_and_matchers_agree_on_every_tiny_pattern() {
+    // Every pattern of up to four characters over the metacharacters and two letters: the two
+    // independently written parsers must accept and refuse exactly the same patterns, and the
+    // matchers must agree on every short text.
+    let p = find("regex_match").unwrap();
+    let patterns = all_strings(
+        &[
+            'a', 'b', '*', '+', '?', '|', '(', ')', '[', ']', '-', '^', '\\', '.',
+        ],
+        4,
+    );
+    let texts = all_strings(&['a', 'b', '-'], 2);
+    let mut accepted = 0;
+    for pattern in &patterns {
+        for text in &texts {
+            let args = [s(pattern), s(text)];
+            let got = p.call(&args);
+            let want = p.oracle(&args).unwrap();
+            match (&got, &want) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{pattern:?} on {text:?}"),
+                (Err(_), Err(_)) => {}
+                _ => panic!("{pattern:?} on {text:?}: {got:?} vs {want:?}"),
+            }
+            accepted += usize::from(got.is_ok());
+        }
+    }
+    assert!(accepted > 10_000, "{accepted}");
+}
+
+#[test]
+fn grapheme_rules_agree_on_every_short_sequence() {
+    let p = find("grapheme_count").unwrap();
+    let domain = [
+        'a',
+        '\r',
+        '\n',
+        '\u{301}',
+        '\u{200D}',
+        '\u{FE0F}',
+        '\u{1F3FB}',
+        '👩',
+        '❤',
+        '\u{1F1EB}',
+        '\u{1F1F7}',
+        '\u{1100}',
+        '\u{1161}',
+        '\u{11A8}',
+        '가',
+        '각',
+    ];
+    for text in all_strings(&domain, 3) {
+        let args = [s(&text)];
+        assert_eq!(p.call(&args), p.oracle(&args).unwrap(), "{text:?}");
+    }
+}

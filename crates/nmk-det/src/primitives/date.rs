@@ -322,7 +322,8 @@ fn gen_date(rng: &mut Rng) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// Generator for `parse_date`: see [`gen_date`]; now and then a non-string.
+/// Generator for `parse_date`: mostly well-formed dates with leap-year edges and days past the
+/// month's end, one in ten from a list of malformed strings, now and then a non-string.
 pub fn parse_date_generate(rng: &mut Rng) -> Vec<Value> {
     if rng.below(40) == 0 {
         return vec![Value::int(20240101)];
