@@ -56,13 +56,15 @@ pub const GENERATE_ENTRY: &str = "__nmk_generate_one";
 
 /// Per-call limits of trusted code: more generous than a candidate's (the oracle may be the
 /// slow, obviously-correct algorithm), still bounded so a broken gap fails instead of hanging.
-pub fn trusted_limits() -> CallLimits {
+/// A generator or oracle batch stops at its first timeout (one failure already makes the gap
+/// unsound); a verify batch does not (a timeout there rejects one hostile output, not the gap).
+pub fn trusted_limits(stop_on_timeout: bool) -> CallLimits {
     CallLimits {
-        per_call: Duration::from_secs(5),
+        per_call: Duration::from_secs(2),
         memory: 512 << 20,
         recursion: 1000,
         batch: None,
-        stop_on_timeout: false,
+        stop_on_timeout,
     }
 }
 
@@ -342,22 +344,26 @@ impl GapFile {
             entry: self.entry.clone(),
             error,
         };
-        let program = |code: String, entry: &str| TrustedProgram {
+        let program = |code: String, entry: &str, stop: bool| TrustedProgram {
             code,
             entry: entry.to_owned(),
             sandbox: sandbox.clone(),
-            limits: trusted_limits(),
+            limits: trusted_limits(stop),
         };
         let judge = match &self.judge {
-            JudgeSource::Oracle(code) => Judge::ProgramOracle(program(code.clone(), "oracle")),
-            JudgeSource::Verify(code) => Judge::ProgramVerify(program(code.clone(), "verify")),
+            JudgeSource::Oracle(code) => {
+                Judge::ProgramOracle(program(code.clone(), "oracle", true))
+            }
+            JudgeSource::Verify(code) => {
+                Judge::ProgramVerify(program(code.clone(), "verify", false))
+            }
         };
         let gap = Gap::from_programs(
             self.entry.clone(),
             self.signature.clone(),
             self.description.clone(),
             self.samples.clone(),
-            program(self.generator_program(), GENERATE_ENTRY),
+            program(self.generator_program(), GENERATE_ENTRY, true),
             judge,
         )
         .map_err(unsound)?
