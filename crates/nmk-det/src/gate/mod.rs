@@ -530,6 +530,13 @@ impl Gap {
             return Err(GapError::JudgeRejectsSample(i));
         }
         let a = self.instances_rotated(SANITY_DRAWS, self.seed, 0)?;
+        // The rotation puts each instance in the other worker; a one-worker pool gets a fresh
+        // worker process instead.
+        if let Generation::Program(p) = &self.generate
+            && p.sandbox.pool_size() == 1
+        {
+            p.sandbox.replace(0);
+        }
         let b = self.instances_rotated(SANITY_DRAWS, self.seed, 1)?;
         if let Some(index) = first_difference(&a, &b) {
             return Err(GapError::GeneratorNondeterministic { index });
