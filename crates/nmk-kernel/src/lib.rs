@@ -22,6 +22,7 @@ pub mod proposer;
 pub mod scheduler;
 pub mod store;
 pub mod task;
+pub mod tools;
 pub mod trace;
 pub mod verification;
 

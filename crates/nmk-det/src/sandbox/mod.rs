@@ -13,6 +13,7 @@
 //! The sandbox never computes a verdict; callers (the [`crate::gate`]) compare the returned
 //! values with the trusted oracle.
 
+pub mod cases;
 pub mod protocol;
 
 use std::io::{BufReader, BufWriter, Write};
