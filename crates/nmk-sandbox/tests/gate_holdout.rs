@@ -292,7 +292,7 @@ fn the_hostile_corpus_is_refused_with_the_right_reason() {
         ),
         (
             "growing allocation",
-            "def gcd(a, b):\n    x = []\n    while True:\n        x.append('a' * 100000)\n",
+            "def gcd(a, b):\n    x = []\n    while True:\n        x.append('a' * 8000000)\n",
             FailureReason::SampleFail,
         ),
         (
