@@ -3,10 +3,12 @@
 //! the determinism contract (chunking, threads) bit for bit, routes reported, expert-mask
 //! identity and liveness, router-observer inertness, tie-breaking, hostile shapes.
 
+mod common;
 mod moe_fixture;
 
 use std::sync::{Arc, Mutex};
 
+use common::reference;
 use moe_fixture::{MoeSpec, add_tensors, metadata, tensors, write};
 use nmk_neural::engine::{
     EngineError, ExpertMask, LayerRoute, Model, RouterObserver, Session, SessionOptions,
@@ -343,199 +345,6 @@ fn hostile_moe_shapes_give_typed_errors() {
 
 // ---------------------------------------------------------------- naive reference
 
-/// An independent, straightforward forward (f64, full recompute) over the fixture's F32
-/// tensors, following llama.cpp's per-architecture semantics.
-fn reference_logits(s: &MoeSpec, ids: &[u32]) -> Vec<Vec<f64>> {
-    let t = tensors(s);
-    let get = |name: &str| -> Vec<f64> {
-        t.iter()
-            .find(|x| x.0 == name)
-            .unwrap()
-            .2
-            .iter()
-            .map(|&v| f64::from(v))
-            .collect()
-    };
-    let (d, hd) = (s.d, s.head_dim());
-    let (qd, kvd) = (s.n_head * hd, s.n_kv * hd);
-    let eps = 1e-5f64;
-    let rms = |x: &[f64], w: &[f64]| -> Vec<f64> {
-        let ss = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
-        let sc = 1.0 / (ss + eps).sqrt();
-        x.iter().zip(w).map(|(a, b)| a * sc * b).collect()
-    };
-    // W has ggml dims [n_in, n_out]: row o is W[o*n_in..].
-    let mv = |w: &[f64], x: &[f64], n_out: usize| -> Vec<f64> {
-        let n_in = x.len();
-        (0..n_out)
-            .map(|o| (0..n_in).map(|i| w[o * n_in + i] * x[i]).sum())
-            .collect()
-    };
-    let neox = matches!(s.arch, "qwen2moe" | "qwen3moe" | "olmoe");
-    let rope = |x: &mut [f64], pos: usize| {
-        for h in x.chunks_mut(hd) {
-            for i in 0..hd / 2 {
-                let th = pos as f64 * 10_000f64.powf(-2.0 * i as f64 / hd as f64);
-                let (a, b) = if neox {
-                    (i, i + hd / 2)
-                } else {
-                    (2 * i, 2 * i + 1)
-                };
-                let (x0, x1) = (h[a], h[b]);
-                h[a] = x0 * th.cos() - x1 * th.sin();
-                h[b] = x0 * th.sin() + x1 * th.cos();
-            }
-        }
-    };
-    let silu = |x: f64| x / (1.0 + (-x).exp());
-    let (emb_s, res_s, att_s, logit_s) = if s.granite {
-        (12.0, 0.22f32 as f64, 0.015625, 6.0)
-    } else {
-        (1.0, 1.0, 1.0 / (hd as f64).sqrt(), 1.0)
-    };
-    let norm_topk = matches!(s.arch, "llama" | "qwen3moe" | "granitemoe");
-    let embd = get("token_embd.weight");
-    let mut xs: Vec<Vec<f64>> = ids
-        .iter()
-        .map(|&id| {
-            embd[id as usize * d..(id as usize + 1) * d]
-                .iter()
-                .map(|v| v * emb_s)
-                .collect()
-        })
-        .collect();
-    for l in 0..s.n_layer {
-        let n = |x: &str| format!("blk.{l}.{x}");
-        let mut ks = Vec::new();
-        let mut vs = Vec::new();
-        let mut qs = Vec::new();
-        for (p, x) in xs.iter().enumerate() {
-            let xn = rms(x, &get(&n("attn_norm.weight")));
-            let mut q = mv(&get(&n("attn_q.weight")), &xn, qd);
-            let mut k = mv(&get(&n("attn_k.weight")), &xn, kvd);
-            let mut v = mv(&get(&n("attn_v.weight")), &xn, kvd);
-            if s.bias {
-                for (a, b) in q.iter_mut().zip(get(&n("attn_q.bias"))) {
-                    *a += b;
-                }
-                for (a, b) in k.iter_mut().zip(get(&n("attn_k.bias"))) {
-                    *a += b;
-                }
-                for (a, b) in v.iter_mut().zip(get(&n("attn_v.bias"))) {
-                    *a += b;
-                }
-            }
-            match s.qk_norm {
-                moe_fixture::QkNorm::No => {}
-                moe_fixture::QkNorm::PerHead => {
-                    let (qn, kn) = (get(&n("attn_q_norm.weight")), get(&n("attn_k_norm.weight")));
-                    q = q.chunks(hd).flat_map(|h| rms(h, &qn)).collect();
-                    k = k.chunks(hd).flat_map(|h| rms(h, &kn)).collect();
-                }
-                moe_fixture::QkNorm::Whole => {
-                    q = rms(&q, &get(&n("attn_q_norm.weight")));
-                    k = rms(&k, &get(&n("attn_k_norm.weight")));
-                }
-            }
-            rope(&mut q, p);
-            rope(&mut k, p);
-            qs.push(q);
-            ks.push(k);
-            vs.push(v);
-        }
-        let wo = get(&n("attn_output.weight"));
-        let router = get(&n("ffn_gate_inp.weight"));
-        let (ge, ue, de) = (
-            get(&n("ffn_gate_exps.weight")),
-            get(&n("ffn_up_exps.weight")),
-            get(&n("ffn_down_exps.weight")),
-        );
-        let ff = s.ff_exp;
-        for p in 0..xs.len() {
-            let mut att = vec![0f64; qd];
-            let group = s.n_head / s.n_kv;
-            for h in 0..s.n_head {
-                let g = h / group;
-                let sc: Vec<f64> = (0..=p)
-                    .map(|j| {
-                        (0..hd)
-                            .map(|i| qs[p][h * hd + i] * ks[j][g * hd + i])
-                            .sum::<f64>()
-                            * att_s
-                    })
-                    .collect();
-                let mx = sc.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = sc.iter().map(|v| (v - mx).exp()).collect();
-                let z: f64 = e.iter().sum();
-                for j in 0..=p {
-                    for i in 0..hd {
-                        att[h * hd + i] += e[j] / z * vs[j][g * hd + i];
-                    }
-                }
-            }
-            let o = mv(&wo, &att, d);
-            for i in 0..d {
-                xs[p][i] += o[i] * res_s;
-            }
-            let xn = rms(&xs[p], &get(&n("ffn_norm.weight")));
-            let lg = mv(&router, &xn, s.n_expert);
-            let mx = lg.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let z: f64 = lg.iter().map(|v| (v - mx).exp()).sum();
-            let pr: Vec<f64> = lg.iter().map(|v| (v - mx).exp() / z).collect();
-            let mut order: Vec<usize> = (0..s.n_expert).collect();
-            order.sort_by(|&a, &b| pr[b].total_cmp(&pr[a]).then(a.cmp(&b)));
-            let chosen = &order[..s.n_used];
-            let sel: f64 = chosen.iter().map(|&e| pr[e]).sum();
-            let mut y = vec![0f64; d];
-            let expert = |g: &[f64], u: &[f64], dn: &[f64], f: usize| -> Vec<f64> {
-                let a = mv(g, &xn, f);
-                let b = mv(u, &xn, f);
-                let h: Vec<f64> = a.iter().zip(&b).map(|(a, b)| silu(*a) * b).collect();
-                mv(dn, &h, d)
-            };
-            for &e in chosen {
-                let w = if norm_topk { pr[e] / sel } else { pr[e] };
-                let out = expert(
-                    &ge[e * ff * d..(e + 1) * ff * d],
-                    &ue[e * ff * d..(e + 1) * ff * d],
-                    &de[e * ff * d..(e + 1) * ff * d],
-                    ff,
-                );
-                for i in 0..d {
-                    y[i] += w * out[i];
-                }
-            }
-            if let Some(sff) = s.shared_ff {
-                let out = expert(
-                    &get(&n("ffn_gate_shexp.weight")),
-                    &get(&n("ffn_up_shexp.weight")),
-                    &get(&n("ffn_down_shexp.weight")),
-                    sff,
-                );
-                let gi = get(&n("ffn_gate_inp_shexp.weight"));
-                let g =
-                    1.0 / (1.0 + (-(gi.iter().zip(&xn).map(|(a, b)| a * b).sum::<f64>())).exp());
-                for i in 0..d {
-                    y[i] += g * out[i];
-                }
-            }
-            for i in 0..d {
-                xs[p][i] += y[i] * res_s;
-            }
-        }
-    }
-    let on = get("output_norm.weight");
-    let ow = get("output.weight");
-    xs.iter()
-        .map(|x| {
-            mv(&ow, &rms(x, &on), s.vocab)
-                .iter()
-                .map(|v| v / logit_s)
-                .collect()
-        })
-        .collect()
-}
-
 #[test]
 fn every_architecture_matches_a_naive_reference() {
     let ids = &IDS[..9];
@@ -544,7 +353,11 @@ fn every_architecture_matches_a_naive_reference() {
         let m = model(&spec);
         let mut s = Session::new(m.clone(), &opts(4, 1)).unwrap();
         let got = s.prefill_all_logits(ids).unwrap();
-        let want = reference_logits(&spec, ids);
+        let want = reference::logits(
+            &moe_fixture::reference_config(&spec),
+            &tensors(&spec)[..],
+            ids,
+        );
         let nv = spec.vocab;
         for (p, w) in want.iter().enumerate() {
             let scale = w.iter().fold(1e-3f64, |a, v| a.max(v.abs()));

@@ -3,7 +3,11 @@
 //! with their liveness contrasts, sampling, and hostile configurations.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
+
+use common::reference;
 
 use nmk_neural::engine::{
     EngineError, ForbiddenIds, GenerateParams, HookSet, Model, ResidualAdd, ResidualRecorder,
@@ -192,138 +196,26 @@ fn logits_caller_chunks(m: &Arc<Model>, chunk: usize) -> Vec<u32> {
 
 // ---------------------------------------------------------------- naive reference
 
-/// A straightforward, independent forward (full recompute, f64 accumulation) over the fixture
-/// tensors: checks the engine's math, not its bits.
-fn reference_logits(s: &Spec, ids: &[u32]) -> Vec<Vec<f32>> {
-    let t = tensors(s);
-    let get = |name: &str| -> &Vec<f32> { &t.iter().find(|x| x.0 == name).unwrap().2 };
-    let hd = s.d / s.n_head;
-    let group = s.n_head / s.n_kv;
-    let neox = s.arch == "qwen2";
-    let matvec = |w: &[f32], x: &[f64], n_out: usize| -> Vec<f64> {
-        let n_in = x.len();
-        (0..n_out)
-            .map(|o| (0..n_in).map(|i| f64::from(w[o * n_in + i]) * x[i]).sum())
-            .collect()
-    };
-    let norm = |x: &[f64], w: &[f32]| -> Vec<f64> {
-        let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
-        let r = 1.0 / (ms + 1e-5).sqrt();
-        x.iter()
-            .zip(w)
-            .map(|(v, g)| v * r * f64::from(*g))
-            .collect()
-    };
-    let rope = |x: &mut [f64], pos: usize| {
-        for h in x.chunks_mut(hd) {
-            for i in 0..hd / 2 {
-                let th = pos as f64 * f64::from(s.rope_base).powf(-2.0 * i as f64 / hd as f64);
-                let (a, b) = if neox {
-                    (i, i + hd / 2)
-                } else {
-                    (2 * i, 2 * i + 1)
-                };
-                let (x0, x1) = (h[a], h[b]);
-                h[a] = x0 * th.cos() - x1 * th.sin();
-                h[b] = x0 * th.sin() + x1 * th.cos();
-            }
-        }
-    };
-    let emb = get("token_embd.weight");
-    let mut xs: Vec<Vec<f64>> = ids
-        .iter()
-        .map(|&id| {
-            let r = id as usize * s.d;
-            emb[r..r + s.d].iter().map(|&v| f64::from(v)).collect()
-        })
-        .collect();
-    for l in 0..s.n_layer {
-        let n = |x: &str| format!("blk.{l}.{x}");
-        let mut qs = Vec::new();
-        let mut ks = Vec::new();
-        let mut vs = Vec::new();
-        for (p, x) in xs.iter().enumerate() {
-            let xn = norm(x, get(&n("attn_norm.weight")));
-            let mut q = matvec(get(&n("attn_q.weight")), &xn, s.d);
-            let mut k = matvec(get(&n("attn_k.weight")), &xn, s.n_kv * hd);
-            let mut v = matvec(get(&n("attn_v.weight")), &xn, s.n_kv * hd);
-            if s.bias {
-                for (a, b) in q.iter_mut().zip(get(&n("attn_q.bias"))) {
-                    *a += f64::from(*b);
-                }
-                for (a, b) in k.iter_mut().zip(get(&n("attn_k.bias"))) {
-                    *a += f64::from(*b);
-                }
-                for (a, b) in v.iter_mut().zip(get(&n("attn_v.bias"))) {
-                    *a += f64::from(*b);
-                }
-            }
-            rope(&mut q, p);
-            rope(&mut k, p);
-            qs.push(q);
-            ks.push(k);
-            vs.push(v);
-        }
-        for p in 0..xs.len() {
-            let mut att = vec![0f64; s.d];
-            for h in 0..s.n_head {
-                let g = h / group;
-                let sc: Vec<f64> = (0..=p)
-                    .map(|j| {
-                        (0..hd)
-                            .map(|e| qs[p][h * hd + e] * ks[j][g * hd + e])
-                            .sum::<f64>()
-                            / (hd as f64).sqrt()
-                    })
-                    .collect();
-                let mx = sc.iter().cloned().fold(f64::MIN, f64::max);
-                let ex: Vec<f64> = sc.iter().map(|v| (v - mx).exp()).collect();
-                let z: f64 = ex.iter().sum();
-                for j in 0..=p {
-                    for e in 0..hd {
-                        att[h * hd + e] += ex[j] / z * vs[j][g * hd + e];
-                    }
-                }
-            }
-            let o = matvec(get(&n("attn_output.weight")), &att, s.d);
-            for (a, b) in xs[p].iter_mut().zip(o) {
-                *a += b;
-            }
-            let xn = norm(&xs[p], get(&n("ffn_norm.weight")));
-            let g = matvec(get(&n("ffn_gate.weight")), &xn, s.ff);
-            let u = matvec(get(&n("ffn_up.weight")), &xn, s.ff);
-            let hdn: Vec<f64> = g
-                .iter()
-                .zip(&u)
-                .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
-                .collect();
-            let dn = matvec(get(&n("ffn_down.weight")), &hdn, s.d);
-            for (a, b) in xs[p].iter_mut().zip(dn) {
-                *a += b;
-            }
-        }
-    }
-    let out = if s.tied {
-        get("token_embd.weight")
-    } else {
-        get("output.weight")
-    };
-    xs.iter()
-        .map(|x| {
-            let xn = norm(x, get("output_norm.weight"));
-            matvec(out, &xn, s.vocab)
-                .iter()
-                .map(|&v| v as f32)
-                .collect()
-        })
-        .collect()
-}
-
 fn check_against_reference(s: &Spec) {
     let m = model_of(s);
     let mut sess = Session::new(m.clone(), &opts(4, 1)).unwrap();
     let got = sess.prefill_all_logits(&IDS[..12]).unwrap();
-    let want = reference_logits(s, &IDS[..12]);
+    let hd = s.d / s.n_head;
+    let cfg = reference::Config::dense(
+        s.n_layer,
+        s.d,
+        s.n_head,
+        s.n_kv,
+        hd,
+        s.vocab,
+        1e-5,
+        f64::from(s.rope_base),
+        s.arch == "qwen2",
+    );
+    let want: Vec<Vec<f32>> = reference::logits(&cfg, &tensors(s)[..], &IDS[..12])
+        .iter()
+        .map(|r| r.iter().map(|&v| v as f32).collect())
+        .collect();
     let mut worst = 0f32;
     for (p, w) in want.iter().enumerate() {
         for (v, r) in got[p * s.vocab..(p + 1) * s.vocab].iter().zip(w) {

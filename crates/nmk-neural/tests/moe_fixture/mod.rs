@@ -343,3 +343,25 @@ pub fn write(s: &MoeSpec) -> Vec<u8> {
     add_tensors(&mut w, &tensors(s), s.q8);
     w.to_bytes().unwrap()
 }
+
+/// The reference's view of `s`, derived from the spec (not from the engine's config parsing):
+/// NeoX RoPE and unnormalised top-k follow llama.cpp's per-architecture tables.
+pub fn reference_config(s: &MoeSpec) -> crate::common::reference::Config {
+    use crate::common::reference::{Config, Routing};
+    let hd = s.head_dim();
+    let neox = matches!(s.arch, "qwen2moe" | "qwen3moe" | "olmoe");
+    let mut c = Config::dense(
+        s.n_layer, s.d, s.n_head, s.n_kv, hd, s.vocab, 1e-5, 10_000.0, neox,
+    );
+    if s.granite {
+        c.embedding_scale = 12.0;
+        c.residual_scale = f64::from(0.22f32);
+        c.attention_scale = 0.015625;
+        c.logit_scale = 6.0;
+    }
+    c.moe = Some(Routing {
+        n_used: s.n_used,
+        norm_topk: matches!(s.arch, "llama" | "qwen3moe" | "granitemoe"),
+    });
+    c
+}

@@ -1,0 +1,4 @@
+//! Helpers shared by the engine tests.
+#![allow(dead_code)]
+
+pub mod reference;
