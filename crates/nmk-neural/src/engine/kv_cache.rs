@@ -351,6 +351,25 @@ impl KvCache {
         Ok(())
     }
 
+    /// Whether [`KvCache::trim`] to `to` would still succeed after `appended` more positions are
+    /// committed. Speculative decoding asks this before a verify batch: a ring that the batch
+    /// wraps past the window can no longer drop the batch's rejected tail, so the caller takes a
+    /// snapshot first. Mirrors the conditions of [`KvCache::trim`] on the committed shape.
+    pub fn can_trim_after(&self, appended: usize, to: u64) -> bool {
+        let total = self.len.saturating_add(appended);
+        let next = self.next_pos().saturating_add(appended as u64);
+        let len = match self.window {
+            Some(w) => total.min(w),
+            None => total,
+        };
+        let base = next - len as u64;
+        if to > next || to < base {
+            return false;
+        }
+        // As in `trim`: once entries were evicted, every key a query at `to` reads must remain.
+        !(base > 0 && self.window_start(to) < base)
+    }
+
     /// A deep copy of the live entries.
     pub fn snapshot(&self) -> Result<KvSnapshot> {
         self.check_usable()?;

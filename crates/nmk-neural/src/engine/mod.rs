@@ -14,6 +14,7 @@
 //! Modules: [`config`] (hyper-parameters), [`linear`] (weight matrices), [`weights`], [`rope`],
 //! [`attention`], [`kv_cache`], [`model`] (the forward), [`hooks`], [`sampling`], [`session`], [`park`] (the byte
 //! format of a parked session).
+//! [`speculate`]: speculative greedy decoding (prompt-lookup drafts, batched verify, rollback).
 
 pub mod attention;
 pub mod config;
@@ -28,6 +29,7 @@ pub mod park;
 pub mod rope;
 pub mod sampling;
 pub mod session;
+pub mod speculate;
 pub mod weights;
 
 pub use config::{Arch, ModelConfig, MoeConfig, RopeStyle, Scales};
@@ -43,4 +45,7 @@ pub use sampling::{Rng, Sampler, SamplingParams, argmax};
 pub use session::{
     GenerateParams, Generated, MAX_BATCH, Session, SessionOptions, SessionSnapshot, StepOut,
     StopReason,
+};
+pub use speculate::{
+    Drafter, PromptLookup, SpeculativeOutput, SpeculativeParams, speculative_greedy,
 };

@@ -529,6 +529,50 @@ impl Session {
         Ok(())
     }
 
+    /// Keeps the first `n` tokens (all forwarded) and their KV entries and installs `logits` as
+    /// the pending logits of position `n − 1`, without re-running that position.
+    ///
+    /// Crate-private because the caller vouches for `logits`: speculative decoding
+    /// ([`super::speculate`]) passes the row its own verify batch computed for position `n − 1`,
+    /// which batch invariance makes bitwise equal to what a re-run would give. Routes of the
+    /// last forwarded token are dropped (they belonged to a rolled-back position).
+    pub(crate) fn rewind_with_logits(&mut self, n: usize, logits: &[f32]) -> Result<()> {
+        let next = self.cache.next_pos();
+        if n == 0 || n as u64 > next || self.tokens.len() as u64 != next {
+            return Err(EngineError::State {
+                reason: format!(
+                    "rewind to {n} tokens needs 1..={next} forwarded positions and nothing queued \
+                     ({} tokens held)",
+                    self.tokens.len()
+                ),
+            });
+        }
+        if logits.len() != self.model.config().n_vocab {
+            return Err(EngineError::State {
+                reason: format!(
+                    "rewind logits have {} values, the vocabulary {}",
+                    logits.len(),
+                    self.model.config().n_vocab
+                ),
+            });
+        }
+        self.cache.trim(n as u64)?;
+        self.tokens.truncate(n);
+        self.logits.clear();
+        self.logits.extend_from_slice(logits);
+        self.logits_pos = Some(n as u64 - 1);
+        self.routes.clear();
+        Ok(())
+    }
+
+    /// The context limit checked when feeding, or `None` for a sliding-window ring (no limit).
+    pub(crate) fn context_limit(&self) -> Option<u64> {
+        match self.cache.window() {
+            Some(_) => None,
+            None => Some(self.max_context),
+        }
+    }
+
     /// Drops the whole sequence (hooks and PRNG are kept).
     pub fn reset(&mut self) {
         self.cache.clear();
