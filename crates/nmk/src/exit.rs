@@ -9,6 +9,8 @@ pub enum Code {
     Success = 0,
     /// A check failed: a broken ledger, a demo whose results did not verify.
     CheckFailed = 1,
+    /// The command was given something it cannot use (a malformed gap file, bad arguments).
+    Usage = 2,
     /// Something went wrong running the command (I/O, database).
     RuntimeError = 3,
 }

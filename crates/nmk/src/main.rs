@@ -6,7 +6,6 @@
 mod commands;
 mod exit;
 mod proposer;
-#[allow(dead_code)] // until the learn, gate and primitives commands use it
 mod sandbox;
 
 use std::path::PathBuf;
@@ -18,7 +17,7 @@ use clap::{Parser, Subcommand};
 /// disposes: nothing reaches you before a deterministic validator has judged it, and every
 /// judgement lands in a hash-chained proof ledger.
 #[derive(Debug, Parser)]
-#[command(name = "nmk", version, about, long_about = None, after_help = "Examples:\n  nmk demo\n  nmk model pull smollm2-135m-instruct\n  nmk model info qwen2.5-coder-0.5b-instruct\n  nmk run \"Name the capital city of France.\"\n  nmk run --raw --max-tokens 8 \"The capital of France is\"\n  nmk tokenize --json \"Hello, world\"\n  nmk ledger verify\n  nmk ledger show --limit 5 --json\n  nmk ledger export --out ledger.jsonl\n  nmk ledger verify --file ledger.jsonl --head 41:3f…\n\nExit codes: 0 success, 1 a check failed (broken ledger, failed demo), 2 usage error, 3 runtime error.\nLogging: set RUST_LOG (e.g. RUST_LOG=nmk=debug).")]
+#[command(name = "nmk", version, about, long_about = None, after_help = "Examples:\n  nmk demo\n  nmk model pull smollm2-135m-instruct\n  nmk model info qwen2.5-coder-0.5b-instruct\n  nmk run \"Name the capital city of France.\"\n  nmk run --raw --max-tokens 8 \"The capital of France is\"\n  nmk tokenize --json \"Hello, world\"\n  nmk ledger verify\n  nmk ledger show --limit 5 --json\n  nmk ledger export --out ledger.jsonl\n  nmk ledger verify --file ledger.jsonl --head 41:3f…\n  nmk gate examples/gaps/gcd.toml my_gcd.py --register\n  nmk learn examples/gaps/*.toml\n  nmk primitives list\n  nmk primitives call gcd \"[12, 18]\"\n\nExit codes: 0 success, 1 a check failed (broken ledger, failed demo), 2 usage error, 3 runtime error.\nLogging: set RUST_LOG (e.g. RUST_LOG=nmk=debug).")]
 struct Cli {
     /// Kernel home (ledger database and state). Default: $NMK_HOME, else ~/.local/share/nmk.
     #[arg(long, global = true, env = "NMK_HOME")]
@@ -47,6 +46,15 @@ enum Command {
     /// List, fetch and inspect models.
     #[command(subcommand)]
     Model(commands::model::ModelCommand),
+    /// Run the admission pipeline (samples, hold-out gate, re-gate, placebos) on a program for
+    /// a gap file; exit 0 if admitted, 1 if refused.
+    Gate(commands::gate::GateArgs),
+    /// Have the model write a program for each gap file; admitted programs become learned
+    /// primitives.
+    Learn(commands::learn::LearnArgs),
+    /// List, show and call primitives (learned ones are re-checked first; zero model tokens).
+    #[command(subcommand)]
+    Primitives(commands::primitives::PrimitivesCommand),
 }
 
 /// Counts every allocation so the sandbox worker role's memory limit holds (the limit is only
@@ -77,6 +85,9 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(&out, &args),
         Command::Tokenize(args) => commands::run::tokenize(&out, &args),
         Command::Bench(args) => commands::bench::run(&out, &args),
+        Command::Gate(args) => commands::gate::run(&home, &out, &args),
+        Command::Learn(args) => commands::learn::run(&home, &out, &args),
+        Command::Primitives(cmd) => commands::primitives::run(&home, &out, cmd),
     };
     match result {
         Ok(code) => code.into(),

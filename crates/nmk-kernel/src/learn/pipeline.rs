@@ -45,12 +45,17 @@ impl RefusalReason {
         }
     }
 
-    /// Whether a further attempt is pointless: the machine cannot confine (`unsandboxed`) or
-    /// the gap's judge does not discriminate (`placebo_unsound`).
+    /// Whether a further attempt is pointless: the machine cannot confine (`unsandboxed`), the
+    /// gap's judge does not discriminate (`placebo_unsound`) or its trusted code fails
+    /// (`gap_unsound`).
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            RefusalReason::Gate(FailureReason::Unsandboxed | FailureReason::PlaceboUnsound)
+            RefusalReason::Gate(
+                FailureReason::Unsandboxed
+                    | FailureReason::PlaceboUnsound
+                    | FailureReason::GapUnsound
+            )
         )
     }
 }

@@ -26,9 +26,7 @@ use nmk_det::sandbox::{CallLimits, CallResult, Sandbox, SandboxError};
 use nmk_det::{ContentHash, ValidationLevel, Value, hash_bytes};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::pipeline::{
-    Admission, GATE_OPCODE, Provenance, Purpose, admit, gate_config, record_admission,
-};
+use super::pipeline::{Admission, GATE_OPCODE, Provenance, Purpose, admit, record_admission};
 use crate::capability::Capability;
 use crate::commit_trap::ProvenRegistry;
 use crate::ledger::{Action, Head, Ledger, LedgerEntry, LedgerError, ModelBinding};
@@ -601,8 +599,8 @@ impl PrimitiveRegistry {
 pub struct RegateWith<'a> {
     /// The sandbox the gate runs in.
     pub sandbox: &'a Sandbox,
-    /// Builds the gap from its stored source text.
-    pub rebuild_gap: &'a mut dyn FnMut(&str) -> Result<Gap, String>,
+    /// Builds the gap, and its gate settings, from its stored source text.
+    pub rebuild_gap: &'a mut dyn FnMut(&str) -> Result<(Gap, GateConfig), String>,
     /// The fresh first seed of the re-gate.
     pub seed: u64,
     /// Instances per seed (`None`: the gap's own n).
@@ -614,7 +612,7 @@ fn regate_one(
     ledger: &Ledger,
     with: &mut RegateWith<'_>,
 ) -> Result<Result<Admission, String>, RegistryError> {
-    let gap = match (with.rebuild_gap)(&rec.gap_source) {
+    let (gap, base) = match (with.rebuild_gap)(&rec.gap_source) {
         Ok(g) => g,
         Err(e) => return Ok(Err(format!("the stored gap no longer builds: {e}"))),
     };
@@ -625,8 +623,8 @@ fn regate_one(
     }
     let config = GateConfig {
         seed: with.seed,
-        n: with.n.unwrap_or(gap.n),
-        ..gate_config(&gap)
+        n: with.n.unwrap_or(base.n),
+        ..base
     };
     let adm = admit(&gap, &rec.code, with.sandbox, &config);
     let provenance = Provenance {

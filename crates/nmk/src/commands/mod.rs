@@ -2,8 +2,12 @@
 
 pub mod bench;
 pub mod demo;
+pub mod gate;
+pub mod learn;
+pub mod learned;
 pub mod ledger;
 pub mod model;
+pub mod primitives;
 pub mod run;
 
 /// How a command reports.
