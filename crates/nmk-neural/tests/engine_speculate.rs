@@ -586,6 +586,36 @@ fn repetition_penalty_selection_identical() {
     assert_ne!(g0.tokens, ga.tokens);
 }
 
+#[test]
+fn hostile_drafter_output_only_costs_speed() {
+    // Too many tokens, out-of-vocabulary ids, a stop token: the output stays that of greedy.
+    struct Junk(u32);
+    impl Drafter for Junk {
+        fn draft(&mut self, history: &[u32], k: usize) -> Vec<u32> {
+            self.0 = self.0.wrapping_add(1);
+            match self.0 % 4 {
+                0 => vec![3; k + 50],
+                1 => vec![history.last().copied().unwrap_or(0), u32::MAX, 7],
+                2 => vec![101, 1, 2],
+                _ => history.iter().rev().take(k + 1).copied().collect(),
+            }
+        }
+    }
+    let spec = llama_spec();
+    let m = model_of(&spec);
+    let prompt = repetitive(14);
+    let free = plain(&m, None, &prompt, &gparams(30, vec![]), 0);
+    for stop in [vec![], vec![free.tokens[7]]] {
+        let p = gparams(30, stop);
+        let want = plain(&m, None, &prompt, &p, 4);
+        for k in [1, 2, 4, 8] {
+            let (got, o) = speculative(&m, None, &prompt, &p, k, &mut Junk(0), 4);
+            assert_eq!(got, want, "k={k}");
+            assert!(o.drafted <= k * o.verify_calls);
+        }
+    }
+}
+
 // ---------------------------------------------------------------- ring (sliding window)
 
 const W: usize = 64;

@@ -296,7 +296,49 @@ pub fn speculative_greedy(
 
 #[cfg(test)]
 mod tests {
+    use super::super::kv_cache::KvCache;
     use super::*;
+
+    /// Appends `m` positions to every layer of `c`, as a forward pass does.
+    fn append(c: &mut KvCache, m: usize) {
+        let row = vec![0.5f32; c.kv_dim()];
+        c.begin();
+        let next = c.next_pos();
+        for l in 0..c.n_layer() {
+            for p in next..next + m as u64 {
+                assert!(c.write(l, p, &row, &row).is_ok());
+            }
+        }
+        c.commit(m);
+    }
+
+    #[test]
+    fn can_trim_after_predicts_trim_exactly() {
+        // The snapshot decision of `speculative_greedy` rests on this prediction: compare it
+        // with the real trim over small rings and a plain cache, every shape.
+        for window in [None, Some(1), Some(2), Some(3), Some(5)] {
+            for held in 0..9 {
+                for appended in 0..7 {
+                    let Ok(mut c) = KvCache::new(2, 3, window) else {
+                        panic!("cache");
+                    };
+                    append(&mut c, held);
+                    let predicted: Vec<bool> = (0..held as u64 + appended as u64 + 2)
+                        .map(|to| c.can_trim_after(appended, to))
+                        .collect();
+                    append(&mut c, appended);
+                    for (to, &p) in predicted.iter().enumerate() {
+                        let mut t = c.clone();
+                        assert_eq!(
+                            t.trim(to as u64).is_ok(),
+                            p,
+                            "window {window:?} held {held} appended {appended} to {to}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn prompt_lookup_prefers_longest_then_latest() {
