@@ -358,17 +358,6 @@ fn every_architecture_matches_a_naive_reference() {
             &tensors(&spec)[..],
             ids,
         );
-        let nv = spec.vocab;
-        for (p, w) in want.iter().enumerate() {
-            let scale = w.iter().fold(1e-3f64, |a, v| a.max(v.abs()));
-            for (i, &wv) in w.iter().enumerate() {
-                let g = f64::from(got[p * nv + i]);
-                assert!(
-                    (g - wv).abs() <= 2e-4 * scale,
-                    "{} position {p} logit {i}: engine {g} reference {wv}",
-                    spec.arch
-                );
-            }
-        }
+        common::assert_close_to_reference(spec.arch, &got, &want, 2e-4);
     }
 }

@@ -321,17 +321,7 @@ fn unnormalised_archs_keep_full_softmax_weights_so_masked_is_not_rewritten() {
             &IDS,
             &|_, _, e| !drop.contains(&(e as u32)),
         );
-        for (p, w) in want.iter().enumerate() {
-            let scale = w.iter().fold(1e-3f64, |a, v| a.max(v.abs()));
-            for (i, &wv) in w.iter().enumerate() {
-                let g = f64::from(got[p * spec.vocab + i]);
-                assert!(
-                    (g - wv).abs() <= 2e-4 * scale,
-                    "{} position {p} logit {i}: engine {g} reference {wv}",
-                    spec.arch
-                );
-            }
-        }
+        common::assert_close_to_reference(spec.arch, &got, &want, 2e-4);
     }
 }
 

@@ -52,10 +52,7 @@ fn compare(name: &str, ids: &[u32], max_mean: f32, max_abs: f32) {
             (ti.name().to_string(), ti.dims().to_vec(), data)
         })
         .collect();
-    let reference: Vec<Vec<f32>> = reference::logits(&cfg, &t[..], ids)
-        .iter()
-        .map(|r| r.iter().map(|&v| v as f32).collect())
-        .collect();
+    let reference = reference::logits_f32(&cfg, &t[..], ids);
     let nv = c.n_vocab;
     for (p, r) in reference.iter().enumerate() {
         let o = &ours[p * nv..(p + 1) * nv];

@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::reference;
+use common::{Lcg, reference};
 
 use nmk_neural::engine::{
     EngineError, ForbiddenIds, GenerateParams, HookSet, Model, ResidualAdd, ResidualRecorder,
@@ -53,21 +53,6 @@ fn qwen_spec() -> Spec {
         bias: true,
         rope_base: 1_000_000.0,
         ..llama_spec()
-    }
-}
-
-/// Deterministic pseudo-random weights.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next() * scale).collect()
     }
 }
 
@@ -212,10 +197,7 @@ fn check_against_reference(s: &Spec) {
         f64::from(s.rope_base),
         s.arch == "qwen2",
     );
-    let want: Vec<Vec<f32>> = reference::logits(&cfg, &tensors(s)[..], &IDS[..12])
-        .iter()
-        .map(|r| r.iter().map(|&v| v as f32).collect())
-        .collect();
+    let want = reference::logits_f32(&cfg, &tensors(s)[..], &IDS[..12]);
     let mut worst = 0f32;
     for (p, w) in want.iter().enumerate() {
         for (v, r) in got[p * s.vocab..(p + 1) * s.vocab].iter().zip(w) {

@@ -100,6 +100,14 @@ pub fn logits(c: &Config, w: &(impl Weights + ?Sized), ids: &[u32]) -> Vec<Vec<f
     logits_masked(c, w, ids, &|_, _, _| true)
 }
 
+/// [`logits`] rounded to f32.
+pub fn logits_f32(c: &Config, w: &(impl Weights + ?Sized), ids: &[u32]) -> Vec<Vec<f32>> {
+    let l = logits(c, w, ids);
+    l.iter()
+        .map(|r| r.iter().map(|&v| v as f32).collect())
+        .collect()
+}
+
 /// Per-position logits with an expert mask `allowed(layer, position, expert)` applied as the
 /// engine documents: the softmax runs over ALL experts, forbidden ones are then excluded from the
 /// top-k (fewer than `n_used` when fewer are allowed, none: no routed output).

@@ -4,6 +4,7 @@
 //! does not need one.
 #![allow(dead_code)]
 
+pub use crate::common::Lcg;
 use nmk_neural::gguf::{GgmlType, GgufWriter};
 
 /// How Q/K norms are laid out.
@@ -114,21 +115,6 @@ impl MoeSpec {
 
     pub fn head_dim(&self) -> usize {
         self.d / self.n_head
-    }
-}
-
-/// Deterministic pseudo-random weights.
-pub struct Lcg(pub u64);
-impl Lcg {
-    pub fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next() * scale).collect()
     }
 }
 
