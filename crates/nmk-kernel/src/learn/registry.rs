@@ -595,12 +595,16 @@ impl PrimitiveRegistry {
     }
 }
 
+/// Builds a gap, and its gate settings, from a stored gap source text (supplied by the binary,
+/// which parses gap files; the kernel does not).
+pub type RebuildGap<'a> = dyn FnMut(&str) -> Result<(Gap, GateConfig), String> + 'a;
+
 /// What a re-gate at reload needs.
 pub struct RegateWith<'a> {
     /// The sandbox the gate runs in.
     pub sandbox: &'a Sandbox,
     /// Builds the gap, and its gate settings, from its stored source text.
-    pub rebuild_gap: &'a mut dyn FnMut(&str) -> Result<(Gap, GateConfig), String>,
+    pub rebuild_gap: &'a mut RebuildGap<'a>,
     /// The fresh first seed of the re-gate.
     pub seed: u64,
     /// Instances per seed (`None`: the gap's own n).
