@@ -10,6 +10,7 @@
 pub mod engine;
 pub mod gguf;
 pub mod models;
+pub mod prove;
 pub mod quant;
 pub mod text;
 pub mod tokenizer;

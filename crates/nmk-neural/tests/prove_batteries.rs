@@ -1,0 +1,205 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! `prove::run_batteries` on a synthetic dense model and a synthetic MoE: every applicable
+//! battery passes with exact zeros and a positive liveness contrast; deliberately broken
+//! mechanisms (a corrupted restored snapshot, a leaky empty mask) are caught as failures.
+
+mod common;
+mod moe_fixture;
+
+use std::sync::Arc;
+
+use common::Lcg;
+use moe_fixture::MoeSpec;
+use nmk_neural::engine::Model;
+use nmk_neural::gguf::{GgufFile, GgufWriter};
+use nmk_neural::prove::{Fault, ProofReport, ProveOptions, Status, run_batteries};
+
+/// A small dense llama (copied from engine_synthetic's fixture, trimmed).
+fn dense_model() -> Arc<Model> {
+    let (n_layer, d, n_head, n_kv, ff, vocab) =
+        (3usize, 64usize, 4usize, 2usize, 96usize, 101usize);
+    let hd = d / n_head;
+    let kvd = n_kv * hd;
+    let mut r = Lcg(42);
+    let mut w = GgufWriter::new();
+    let a = "llama";
+    w.add("general.architecture", a).unwrap();
+    w.add(format!("{a}.block_count"), n_layer as u32).unwrap();
+    w.add(format!("{a}.context_length"), 256u32).unwrap();
+    w.add(format!("{a}.embedding_length"), d as u32).unwrap();
+    w.add(format!("{a}.feed_forward_length"), ff as u32)
+        .unwrap();
+    w.add(format!("{a}.attention.head_count"), n_head as u32)
+        .unwrap();
+    w.add(format!("{a}.attention.head_count_kv"), n_kv as u32)
+        .unwrap();
+    w.add(format!("{a}.rope.freq_base"), 10_000f32).unwrap();
+    w.add(format!("{a}.attention.layer_norm_rms_epsilon"), 1e-5f32)
+        .unwrap();
+    let (du, fu, vu) = (d as u64, ff as u64, vocab as u64);
+    w.add_tensor_f32("token_embd.weight", &[du, vu], &r.vec(d * vocab, 1.0))
+        .unwrap();
+    for l in 0..n_layer {
+        let n = |x: &str| format!("blk.{l}.{x}");
+        let norm: Vec<f32> = (0..d).map(|_| 1.0 + 0.1 * r.next()).collect();
+        w.add_tensor_f32(n("attn_norm.weight"), &[du], &norm)
+            .unwrap();
+        w.add_tensor_f32(n("attn_q.weight"), &[du, du], &r.vec(d * d, 0.3))
+            .unwrap();
+        w.add_tensor_f32(n("attn_k.weight"), &[du, kvd as u64], &r.vec(d * kvd, 0.3))
+            .unwrap();
+        w.add_tensor_f32(n("attn_v.weight"), &[du, kvd as u64], &r.vec(d * kvd, 0.3))
+            .unwrap();
+        w.add_tensor_f32(n("attn_output.weight"), &[du, du], &r.vec(d * d, 0.2))
+            .unwrap();
+        let norm: Vec<f32> = (0..d).map(|_| 1.0 + 0.1 * r.next()).collect();
+        w.add_tensor_f32(n("ffn_norm.weight"), &[du], &norm)
+            .unwrap();
+        w.add_tensor_f32(n("ffn_gate.weight"), &[du, fu], &r.vec(d * ff, 0.3))
+            .unwrap();
+        w.add_tensor_f32(n("ffn_up.weight"), &[du, fu], &r.vec(d * ff, 0.3))
+            .unwrap();
+        w.add_tensor_f32(n("ffn_down.weight"), &[fu, du], &r.vec(ff * d, 0.2))
+            .unwrap();
+    }
+    w.add_tensor_f32("output_norm.weight", &[du], &vec![1.0; d])
+        .unwrap();
+    let bytes = w.to_bytes().unwrap();
+    Arc::new(Model::from_file(Arc::new(GgufFile::from_bytes(bytes).unwrap())).unwrap())
+}
+
+fn moe_model() -> Arc<Model> {
+    let bytes = moe_fixture::write(&MoeSpec::mixtral());
+    Arc::new(Model::from_file(Arc::new(GgufFile::from_bytes(bytes).unwrap())).unwrap())
+}
+
+/// An input-grounded first prompt (a passage repeated, so prompt-lookup drafts exist) and two
+/// others.
+fn prompts() -> Vec<Vec<u32>> {
+    let passage = [5u32, 17, 99, 3, 42, 7, 0, 64, 8, 13, 21, 34];
+    let mut grounded = passage.to_vec();
+    grounded.extend_from_slice(&passage);
+    grounded.extend_from_slice(&passage[..5]);
+    vec![
+        grounded,
+        vec![55, 89, 1, 2, 3, 5, 8, 13, 21],
+        vec![100, 64, 8, 13, 21, 34, 55],
+    ]
+}
+
+fn opts() -> ProveOptions {
+    ProveOptions {
+        steps: 10,
+        ..ProveOptions::default()
+    }
+}
+
+fn battery<'a>(r: &'a ProofReport, name: &str) -> &'a nmk_neural::prove::BatteryReport {
+    r.batteries
+        .iter()
+        .find(|b| b.name == name)
+        .unwrap_or_else(|| panic!("no battery {name}"))
+}
+
+fn assert_all_pass(r: &ProofReport, not_applicable: &[&str]) {
+    for b in &r.batteries {
+        if not_applicable.contains(&b.name.as_str()) {
+            assert_eq!(
+                b.status,
+                Status::NotApplicable,
+                "{}: {:?}",
+                b.name,
+                b.reason
+            );
+            continue;
+        }
+        assert_eq!(
+            b.status,
+            Status::Pass,
+            "{} failed: {:?} notes {:?}",
+            b.name,
+            b.reason,
+            b.notes
+        );
+        assert_eq!(b.max_abs_delta, 0.0, "{}", b.name);
+        assert!(b.liveness_delta > 0.0, "{}", b.name);
+        assert!(
+            b.rows_compared > 0 || b.name == "speculate_rollback",
+            "{}",
+            b.name
+        );
+        assert!(!b.token_hashes.is_empty(), "{}", b.name);
+    }
+    assert!(r.all_passed);
+    assert_eq!(r.model_sha256.len(), 64);
+    // The report serialises, and passes carry exact zeros in the JSON too.
+    let v = serde_json::to_value(r).unwrap();
+    for b in v["batteries"].as_array().unwrap() {
+        if b["status"] == "pass" {
+            assert_eq!(b["max_abs_delta"].as_f64(), Some(0.0));
+            assert!(b["liveness_delta"].as_f64().unwrap() > 0.0);
+        }
+    }
+}
+
+#[test]
+fn dense_model_passes_every_applicable_battery() {
+    let r = run_batteries(dense_model(), &prompts(), &opts()).unwrap();
+    assert_eq!(r.batteries.len(), 11);
+    assert_all_pass(&r, &["expert_mask", "router_tap"]);
+}
+
+#[test]
+fn moe_model_passes_every_battery() {
+    let r = run_batteries(moe_model(), &prompts(), &opts()).unwrap();
+    assert_all_pass(&r, &[]);
+    assert!(
+        battery(&r, "router_tap")
+            .notes
+            .iter()
+            .any(|n| n.contains("routes over"))
+    );
+}
+
+#[test]
+fn corrupted_restored_snapshot_is_caught() {
+    let o = ProveOptions {
+        fault: Some(Fault::CorruptRestoredSnapshot),
+        ..opts()
+    };
+    let r = run_batteries(dense_model(), &prompts(), &o).unwrap();
+    let b = battery(&r, "park_resume");
+    assert_eq!(b.status, Status::Fail);
+    assert!(b.max_abs_delta > 0.0);
+    assert!(!r.all_passed);
+    // Only the broken mechanism fails.
+    assert_eq!(r.failures().count(), 1);
+}
+
+#[test]
+fn leaky_empty_masks_are_caught() {
+    let o = ProveOptions {
+        fault: Some(Fault::LeakyEmptyMask),
+        ..opts()
+    };
+    let r = run_batteries(dense_model(), &prompts(), &o).unwrap();
+    assert_eq!(battery(&r, "interrupt_logit_mask").status, Status::Fail);
+    assert_eq!(r.failures().count(), 1);
+
+    let o = ProveOptions {
+        fault: Some(Fault::LeakyEmptyExpertMask),
+        ..opts()
+    };
+    let r = run_batteries(moe_model(), &prompts(), &o).unwrap();
+    let b = battery(&r, "expert_mask");
+    assert_eq!(b.status, Status::Fail, "{:?}", b.reason);
+    assert!(b.max_abs_delta > 0.0);
+}
+
+#[test]
+fn bad_inputs_are_refused() {
+    assert!(run_batteries(dense_model(), &[], &opts()).is_err());
+    assert!(run_batteries(dense_model(), &[vec![]], &opts()).is_err());
+    let few = ProveOptions { steps: 2, ..opts() };
+    assert!(run_batteries(dense_model(), &prompts(), &few).is_err());
+}
