@@ -94,6 +94,8 @@ struct Scripted {
     right_after_feedback: Option<String>,
     calls: usize,
     prompts: Vec<String>,
+    /// `None` for a greedy call, else the sampling seed.
+    seeds: Vec<Option<u64>>,
 }
 
 impl Scripted {
@@ -103,6 +105,7 @@ impl Scripted {
             right_after_feedback: None,
             calls: 0,
             prompts: Vec::new(),
+            seeds: Vec::new(),
         }
     }
 
@@ -136,15 +139,17 @@ impl Proposer for Scripted {
         }
     }
     fn gen_fast(&mut self, prompt: &str, _max: u32) -> Result<Proposal, ProposerError> {
+        self.seeds.push(None);
         Ok(self.reply(prompt))
     }
     fn gen_sample(
         &mut self,
         prompt: &str,
         _t: f32,
-        _seed: u64,
+        seed: u64,
         _max: u32,
     ) -> Result<Proposal, ProposerError> {
+        self.seeds.push(Some(seed));
         Ok(self.reply(prompt))
     }
 }
@@ -329,6 +334,7 @@ fn a_flaky_proposer_is_admitted_on_the_second_attempt_after_exactly_two_calls() 
         right_after_feedback: Some(STRING_COUNT.into()),
         calls: 0,
         prompts: Vec::new(),
+        seeds: Vec::new(),
     };
     let out = run_learn(&mut h, &sb, &gap, &mut p, 3, None);
     assert!(out.admitted, "{:?}", out.attempts);
@@ -481,4 +487,49 @@ fn tamper(db: &std::path::Path, code: &str) {
         [code],
     )
     .unwrap();
+}
+
+#[test]
+fn a_reply_without_the_function_is_no_code_and_later_attempts_sample_with_feedback() {
+    let sb = sandbox();
+    let mut h = home();
+    let gap = popcount_gap();
+    let mut p = Scripted::always("I cannot help with that.");
+    let mut config = LearnConfig::for_gap(&gap);
+    config.max_attempts = 3;
+    let mut events = Vec::new();
+    let out = learn(
+        &gap,
+        &mut p,
+        &sb,
+        &h.ledger,
+        Some(&mut h.registry),
+        &config,
+        &mut |e| {
+            events.push(match e {
+                nmk_kernel::learn::LearnEvent::Proposing { attempt, of } => {
+                    format!("propose {attempt}/{of}")
+                }
+                nmk_kernel::learn::LearnEvent::Gating { attempt, .. } => format!("gate {attempt}"),
+                nmk_kernel::learn::LearnEvent::Verdict { attempt, admission } => {
+                    format!("verdict {attempt} {}", admission.reason_str())
+                }
+            })
+        },
+    )
+    .unwrap();
+    assert!(!out.admitted);
+    assert_eq!(out.attempts.len(), 3);
+    assert!(out.attempts.iter().all(|a| a.reason == "no_code"));
+    assert_eq!(
+        p.seeds,
+        vec![None, Some(1), Some(2)],
+        "greedy, then seeds 1, 2"
+    );
+    assert!(p.prompts[1].contains("no code"), "{}", p.prompts[1]);
+    assert_eq!(out.tokens, 120);
+    assert_eq!(events[0], "propose 1/3");
+    assert_eq!(events[2], "verdict 1 no_code");
+    assert_eq!(events.len(), 9);
+    assert_eq!(h.ledger.len().unwrap(), 3, "every verdict is ledgered");
 }
