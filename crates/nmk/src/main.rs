@@ -55,6 +55,9 @@ enum Command {
     /// List, show and call primitives (learned ones are re-checked first; zero model tokens).
     #[command(subcommand)]
     Primitives(commands::primitives::PrimitivesCommand),
+    /// Run every forward-pass mechanism battery on a model (bit-exact logits, liveness
+    /// contrasts); exit 0 if all applicable batteries passed, 1 if one failed.
+    Prove(commands::prove::ProveArgs),
 }
 
 /// Counts every allocation so the sandbox worker role's memory limit holds (the limit is only
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
         Command::Gate(args) => commands::gate::run(&home, &out, &args),
         Command::Learn(args) => commands::learn::run(&home, &out, &args),
         Command::Primitives(cmd) => commands::primitives::run(&home, &out, cmd),
+        Command::Prove(args) => commands::prove::run(&out, &args),
     };
     match result {
         Ok(code) => code.into(),

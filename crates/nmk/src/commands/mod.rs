@@ -8,6 +8,7 @@ pub mod learned;
 pub mod ledger;
 pub mod model;
 pub mod primitives;
+pub mod prove;
 pub mod run;
 
 /// How a command reports.

@@ -1,0 +1,135 @@
+//! `nmk prove`: runs every forward-pass mechanism battery on a model and reports, per battery,
+//! the largest |Δ| over the full logits of every step (exactly 0 to pass) and the liveness
+//! contrast (above 0). Exit 0 when every applicable battery passed, 1 when one failed.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use nmk_neural::prove::{ProofReport, ProveOptions, Status, run_batteries};
+use nmk_neural::text::{PromptMode, TextModel};
+
+use super::Output;
+use super::model::resolve_with_progress;
+use crate::exit::Code;
+
+/// Options of `nmk prove`.
+#[derive(Debug, Args)]
+pub struct ProveArgs {
+    /// A registered model name (fetched into the cache if needed) or a path to a .gguf file.
+    #[arg(long, short, default_value = "smollm2-135m-instruct")]
+    model: String,
+    /// A GGUF file to prove on (overrides --model).
+    #[arg(long)]
+    gguf: Option<PathBuf>,
+    /// Write the JSON proof report to this file (the global --json prints it to stdout).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Greedy decode steps per run (at least 4).
+    #[arg(long, default_value_t = 12)]
+    steps: usize,
+}
+
+/// The prompts: the first is input-grounded (the answer copies the prompt), so prompt-lookup
+/// drafts get both accepted and rejected.
+const PROMPTS: [&str; 3] = [
+    "Repeat this sentence exactly: the quick brown fox jumps over the lazy dog near the river \
+     bank, and the quick brown fox runs away.",
+    "Name the capital city of France.",
+    "Write a haiku about the sea.",
+];
+
+fn fmt_delta(d: f64) -> String {
+    if d.is_finite() {
+        format!("{d:.3e}")
+    } else {
+        "inf".to_owned()
+    }
+}
+
+fn print_table(report: &ProofReport, model: &str) {
+    println!(
+        "nmk {} prove on {model} (sha256 {}), {} steps per run",
+        report.nmk_version, report.model_sha256, report.steps
+    );
+    println!(
+        "{:<22} {:<15} {:>11} {:>11} {:>8}",
+        "battery", "status", "max |Δ|", "liveness Δ", "time s"
+    );
+    for b in &report.batteries {
+        let ran = matches!(b.status, Status::Pass | Status::Fail);
+        let (d, l) = if ran {
+            (fmt_delta(b.max_abs_delta), fmt_delta(b.liveness_delta))
+        } else {
+            ("-".to_owned(), "-".to_owned())
+        };
+        println!(
+            "{:<22} {:<15} {:>11} {:>11} {:>8.2}",
+            b.name,
+            b.status.as_str(),
+            d,
+            l,
+            b.elapsed_s
+        );
+        if b.status != Status::Pass
+            && let Some(r) = &b.reason
+        {
+            println!("    {r}");
+        }
+    }
+    println!(
+        "{} in {:.1} s",
+        if report.all_passed {
+            "all applicable batteries passed"
+        } else {
+            "SOME BATTERIES FAILED"
+        },
+        report.elapsed_s
+    );
+}
+
+/// Runs `nmk prove`.
+pub fn run(out: &Output, args: &ProveArgs) -> Result<Code> {
+    let started = Instant::now();
+    if args.steps < 4 {
+        eprintln!(
+            "error: --steps must be at least 4 (the ring battery needs room to wrap), got {}",
+            args.steps
+        );
+        return Ok(Code::Usage);
+    }
+    let (path, name) = match &args.gguf {
+        Some(p) => (p.clone(), p.display().to_string()),
+        None => (
+            resolve_with_progress(&args.model, out.json)?,
+            args.model.clone(),
+        ),
+    };
+    let m = TextModel::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let prompts = PROMPTS
+        .iter()
+        .map(|p| m.encode(p, PromptMode::Chat))
+        .collect::<Result<Vec<_>, _>>()?;
+    let opts = ProveOptions {
+        steps: args.steps,
+        ..ProveOptions::default()
+    };
+    let report = run_batteries(m.model().clone(), &prompts, &opts)?;
+    let value = serde_json::to_value(&report)?;
+    if let Some(file) = &args.report {
+        let text = serde_json::to_string_pretty(&value)?;
+        std::fs::write(file, text + "\n").with_context(|| format!("writing {}", file.display()))?;
+    }
+    if out.json {
+        out.print_json(&value);
+    } else {
+        print_table(&report, &name);
+        tracing::debug!(total_s = started.elapsed().as_secs_f64(), "prove done");
+    }
+    Ok(if report.all_passed {
+        Code::Success
+    } else {
+        Code::CheckFailed
+    })
+}
