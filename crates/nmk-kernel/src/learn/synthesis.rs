@@ -5,6 +5,7 @@
 //! a code block, the code is capped in size and must define the gap's entry, and nothing in it is
 //! interpreted in this process (the sandbox runs it; the gate judges it).
 
+use nmk_det::Value;
 use nmk_det::canonical::encode;
 use nmk_det::gate::Gap;
 
@@ -44,11 +45,16 @@ pub fn prompt(gap: &Gap, feedback: Option<&str>) -> String {
         gap.entry
     ));
     for s in gap.samples.iter().take(PROMPT_SAMPLES) {
-        let args = s.args.iter().map(encode).collect::<Vec<_>>().join(", ");
+        let args = s
+            .args
+            .iter()
+            .map(python_repr)
+            .collect::<Vec<_>>()
+            .join(", ");
         p.push_str(&format!(
             "    {}({args}) == {}\n",
             gap.entry,
-            python_like(&encode(&s.expected))
+            python_repr(&s.expected)
         ));
     }
     if let Some(fb) = feedback.map(str::trim).filter(|f| !f.is_empty()) {
@@ -66,13 +72,40 @@ pub fn prompt(gap: &Gap, feedback: Option<&str>) -> String {
     p
 }
 
-/// Canonical JSON literals in the examples, spelled as Python reads them.
-fn python_like(json: &str) -> String {
-    match json {
-        "true" => "True".into(),
-        "false" => "False".into(),
-        "null" => "None".into(),
-        other => other.to_owned(),
+/// A value as Python would print it, for the examples in a prompt (at every depth: `True`,
+/// `None`, tuples and sets in their own brackets). Strings and map keys use JSON string escapes,
+/// which Python reads the same way.
+pub fn python_repr(v: &Value) -> String {
+    let seq = |items: &[Value]| items.iter().map(python_repr).collect::<Vec<_>>().join(", ");
+    match v {
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Int(_) | Value::Float(_) | Value::Str(_) => encode(v),
+        Value::Bytes(b) => {
+            let body: String = b.iter().map(|x| format!("\\x{x:02x}")).collect();
+            format!("b\"{body}\"")
+        }
+        Value::List(items) => format!("[{}]", seq(items)),
+        Value::Tuple(items) if items.len() == 1 => format!("({},)", seq(items)),
+        Value::Tuple(items) => format!("({})", seq(items)),
+        Value::Set(items) if items.is_empty() => "set()".into(),
+        Value::Set(items) => format!("{{{}}}", seq(items)),
+        Value::Map(m) => format!(
+            "{{{}}}",
+            m.iter()
+                .map(|(k, v)| format!("{}: {}", encode(&Value::str(k.clone())), python_repr(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Value::Dict(pairs) => format!(
+            "{{{}}}",
+            pairs
+                .iter()
+                .map(|(k, v)| format!("{}: {}", python_repr(k), python_repr(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -192,4 +225,25 @@ fn binds_name(code: &str, name: &str) -> bool {
             || l.starts_with(&format!("{name} ="))
             || l.starts_with(&format!("{name}="))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn examples_are_spelled_as_python_at_every_depth() {
+        let v = Value::List(vec![
+            Value::Bool(true),
+            Value::Null,
+            Value::Tuple(vec![Value::int(1)]),
+            Value::str("a\"b"),
+            Value::map([("k", Value::Bool(false))]),
+            Value::Bytes(vec![0, 255]),
+        ]);
+        assert_eq!(
+            python_repr(&v),
+            r#"[True, None, (1,), "a\"b", {"k": False}, b"\x00\xff"]"#
+        );
+    }
 }
