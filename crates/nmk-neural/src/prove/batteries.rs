@@ -182,7 +182,7 @@ impl Outcome {
 
 /// A battery's result before timing.
 enum Ran {
-    Done(Outcome),
+    Done(Box<Outcome>),
     Skip(Status, String),
 }
 
@@ -237,7 +237,7 @@ fn repeat_runs(ctx: &Ctx<'_>) -> BResult<Ran> {
     let mut s = ctx.session(|_| {})?;
     let alt = Trace::run(&mut s, &ctx.altered(p), ctx.steps())?;
     o.live.rows("altered prompt", &base.rows, &alt.rows);
-    Ok(Ran::Done(o))
+    Ok(Ran::Done(Box::new(o)))
 }
 
 fn threads(ctx: &Ctx<'_>) -> BResult<Ran> {
@@ -258,7 +258,7 @@ fn threads(ctx: &Ctx<'_>) -> BResult<Ran> {
     let mut s = ctx.session(|o| o.threads = 2)?;
     let alt = Trace::run(&mut s, &ctx.altered(p), ctx.steps())?;
     o.live.rows("altered prompt", &base.rows, &alt.rows);
-    Ok(Ran::Done(o))
+    Ok(Ran::Done(Box::new(o)))
 }
 
 fn chunked_prefill(ctx: &Ctx<'_>) -> BResult<Ran> {
@@ -318,7 +318,7 @@ fn chunked_prefill(ctx: &Ctx<'_>) -> BResult<Ran> {
         all.extend(s.prefill_all_logits(chunk)?);
     }
     o.live.flat("altered prompt", &whole, &all, nv);
-    Ok(Ran::Done(o))
+    Ok(Ran::Done(Box::new(o)))
 }
 
 // ---------------------------------------------------------------- trap plane
@@ -407,7 +407,7 @@ fn trap_plane(ctx: &Ctx<'_>) -> BResult<Ran> {
     }));
     let live = Trace::run(&mut s, p, ctx.steps())?;
     o.live.rows("armed live", &base.rows, &live.rows);
-    Ok(Ran::Done(o))
+    Ok(Ran::Done(Box::new(o)))
 }
 
 // ---------------------------------------------------------------- park / resume
@@ -563,7 +563,7 @@ fn park_resume(ctx: &Ctx<'_>) -> BResult<Ran> {
             o.notes.push(format!("corrupted KV refused: {e}"));
         }
     }
-    Ok(Ran::Done(o))
+    Ok(Ran::Done(Box::new(o)))
 }
 
 // ---------------------------------------------------------------- speculation
@@ -615,32 +615,35 @@ fn speculate(ctx: &Ctx<'_>) -> BResult<Ran> {
     let (mut drafted, mut accepted, mut trims, mut restores) = (0, 0, 0, 0);
     for j in [0, n / 2] {
         o.positions.push((p.len() + j) as u64);
-        for &k in ctx.opts.speculate_ks.iter().chain([&0]) {
+        // Prompt lookup at each k, then the nearly-right drafter at the largest k.
+        let k_max = ctx
+            .opts
+            .speculate_ks
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(1)
+            .max(2);
+        let runs = ctx
+            .opts
+            .speculate_ks
+            .iter()
+            .map(|&k| (k, false))
+            .chain([(k_max, true)]);
+        for (k, nearly_right) in runs {
             let mut s = ctx.session(|_| {})?;
             s.prefill(p)?;
             let mut head = Trace::default();
             head.decode(&mut s, j)?;
-            let out = if k == 0 {
-                // k = 0 in the list stands for the nearly-right drafter at the largest k.
+            let params = greedy_params(n - j, k);
+            let out = if nearly_right {
                 let mut d = NearlyRight {
                     truth: [p, base.tokens.as_slice()].concat(),
                     n_vocab: ctx.n_vocab() as u32,
                 };
-                let k = ctx
-                    .opts
-                    .speculate_ks
-                    .iter()
-                    .copied()
-                    .max()
-                    .unwrap_or(1)
-                    .max(2);
-                speculative_greedy(&mut s, &greedy_params(n - j, k), &mut d)?
+                speculative_greedy(&mut s, &params, &mut d)?
             } else {
-                speculative_greedy(
-                    &mut s,
-                    &greedy_params(n - j, k),
-                    &mut PromptLookup::default(),
-                )?
+                speculative_greedy(&mut s, &params, &mut PromptLookup::default())?
             };
             drafted += out.drafted;
             accepted += out.accepted;
@@ -648,8 +651,8 @@ fn speculate(ctx: &Ctx<'_>) -> BResult<Ran> {
             restores += out.restores;
             let mut tokens = head.tokens.clone();
             tokens.extend_from_slice(&out.tokens);
-            let what = if k == 0 {
-                format!("from +{j} nearly-right drafts")
+            let what = if nearly_right {
+                format!("from +{j} k={k} nearly-right drafts")
             } else {
                 format!("from +{j} k={k}")
             };
@@ -694,7 +697,7 @@ fn speculate(ctx: &Ctx<'_>) -> BResult<Ran> {
         t.rows.last().map_or(&[], |r| r),
     );
     o.live.tokens("tokens", &base.tokens, &t.tokens);
-    Ok(Ran::Done(o))
+    Ok(Ran::Done(Box::new(o)))
 }
 
 // ---------------------------------------------------------------- interrupt
@@ -750,7 +753,7 @@ fn interrupt(ctx: &Ctx<'_>) -> BResult<Ran> {
         "forbidding {first} changed the first choice to {:?}",
         t.tokens.first()
     ));
-    Ok(Ran::Done(o))
+    Ok(Ran::Done(Box::new(o)))
 }
 
 // ---------------------------------------------------------------- ring
@@ -872,7 +875,7 @@ fn ring_rollback(ctx: &Ctx<'_>) -> BResult<Ran> {
     o.notes.push(format!(
         "ring speculation rollbacks: {trims} by trim, {restores} by restore"
     ));
-    Ok(Ran::Done(o))
+    Ok(Ran::Done(Box::new(o)))
 }
 
 // ---------------------------------------------------------------- MoE
@@ -979,7 +982,7 @@ fn expert_mask(ctx: &Ctx<'_>) -> BResult<Ran> {
          engine_moe_isolation tests, not by this battery"
             .to_owned(),
     );
-    Ok(Ran::Done(o))
+    Ok(Ran::Done(Box::new(o)))
 }
 
 fn router_tap(ctx: &Ctx<'_>) -> BResult<Ran> {
@@ -1050,7 +1053,7 @@ fn router_tap(ctx: &Ctx<'_>) -> BResult<Ran> {
         &probs_at(&routes),
         &probs_at(&alt_routes),
     );
-    Ok(Ran::Done(o))
+    Ok(Ran::Done(Box::new(o)))
 }
 
 // ---------------------------------------------------------------- lanes
@@ -1094,5 +1097,5 @@ fn lanes(ctx: &Ctx<'_>) -> BResult<Ran> {
         o.live.rows("lane 0 vs lane 1", &a.rows, &b.rows);
     }
     o.prompts = prompts;
-    Ok(Ran::Done(o))
+    Ok(Ran::Done(Box::new(o)))
 }
