@@ -69,7 +69,11 @@ fn dense_model() -> Arc<Model> {
 }
 
 fn moe_model() -> Arc<Model> {
-    let bytes = moe_fixture::write(&MoeSpec::mixtral());
+    moe_model_of(&MoeSpec::mixtral())
+}
+
+fn moe_model_of(spec: &MoeSpec) -> Arc<Model> {
+    let bytes = moe_fixture::write(spec);
     Arc::new(Model::from_file(Arc::new(GgufFile::from_bytes(bytes).unwrap())).unwrap())
 }
 
@@ -150,15 +154,20 @@ fn dense_model_passes_every_applicable_battery() {
 }
 
 #[test]
-fn moe_model_passes_every_battery() {
-    let r = run_batteries(moe_model(), &prompts(), &opts()).unwrap();
-    assert_all_pass(&r, &[]);
-    assert!(
-        battery(&r, "router_tap")
-            .notes
-            .iter()
-            .any(|n| n.contains("routes over"))
-    );
+fn moe_models_pass_every_battery() {
+    // Two MoE architectures: Mixtral-style, and Qwen2-MoE with a shared expert.
+    for spec in [MoeSpec::mixtral(), MoeSpec::qwen2moe()] {
+        let r = run_batteries(moe_model_of(&spec), &prompts(), &opts()).unwrap();
+        assert_all_pass(&r, &[]);
+        assert!(
+            battery(&r, "router_tap")
+                .notes
+                .iter()
+                .any(|n| n.contains("routes over")),
+            "{}",
+            spec.arch
+        );
+    }
 }
 
 #[test]
