@@ -638,7 +638,11 @@ mod tests {
 
     #[test]
     fn literals_are_python() {
-        assert_eq!(python_literal(&Value::Tuple(vec![Value::int(1)])), "((1),)");
+        assert_eq!(python_literal(&Value::Tuple(vec![Value::int(1)])), "(1,)");
+        assert_eq!(
+            python_literal(&Value::List(vec![Value::int(-5), Value::Null])),
+            "[-5, None]"
+        );
         assert_eq!(python_literal(&Value::str("a\"é")), "\"a\\\"\\U000000e9\"");
         assert_eq!(second_seed(0x9E37_79B9), 1);
     }

@@ -9,7 +9,8 @@ use crate::value::{Integer, Value};
 
 use super::Gap;
 
-/// A Python literal for a value (used to build constant placebos).
+/// A Python literal for a value, in ASCII: the constants of placebo programs and the examples
+/// in a synthesis prompt (`True`, `None`, `(1,)`, `{1, 2}`, `b"\x00"`, at every depth).
 pub fn python_literal(v: &Value) -> String {
     let seq = |items: &[Value]| {
         items
@@ -22,14 +23,15 @@ pub fn python_literal(v: &Value) -> String {
         Value::Null => "None".into(),
         Value::Bool(true) => "True".into(),
         Value::Bool(false) => "False".into(),
-        Value::Int(i) => format!("({i})"),
-        Value::Float(f) => format!("({:?})", f.get()),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => format!("{:?}", f.get()),
         Value::Str(s) => {
             let mut out = String::from("\"");
             for c in s.chars() {
                 match c {
                     '"' => out.push_str("\\\""),
                     '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
                     ' '..='~' => out.push(c),
                     c => out.push_str(&format!("\\U{:08x}", u32::from(c))),
                 }

@@ -5,9 +5,7 @@
 //! a code block, the code is capped in size and must define the gap's entry, and nothing in it is
 //! interpreted in this process (the sandbox runs it; the gate judges it).
 
-use nmk_det::Value;
-use nmk_det::canonical::encode;
-use nmk_det::gate::Gap;
+use nmk_det::gate::{Gap, python_literal};
 
 /// The largest program accepted from a model, in bytes. A gap's function is a few dozen lines;
 /// anything far larger is runaway generation, not a program worth gating.
@@ -48,13 +46,13 @@ pub fn prompt(gap: &Gap, feedback: Option<&str>) -> String {
         let args = s
             .args
             .iter()
-            .map(python_repr)
+            .map(python_literal)
             .collect::<Vec<_>>()
             .join(", ");
         p.push_str(&format!(
             "    {}({args}) == {}\n",
             gap.entry,
-            python_repr(&s.expected)
+            python_literal(&s.expected)
         ));
     }
     if let Some(fb) = feedback.map(str::trim).filter(|f| !f.is_empty()) {
@@ -70,43 +68,6 @@ pub fn prompt(gap: &Gap, feedback: Option<&str>) -> String {
          Reply with only the function inside one ```python code block, nothing else.\n",
     );
     p
-}
-
-/// A value as Python would print it, for the examples in a prompt (at every depth: `True`,
-/// `None`, tuples and sets in their own brackets). Strings and map keys use JSON string escapes,
-/// which Python reads the same way.
-pub fn python_repr(v: &Value) -> String {
-    let seq = |items: &[Value]| items.iter().map(python_repr).collect::<Vec<_>>().join(", ");
-    match v {
-        Value::Null => "None".into(),
-        Value::Bool(true) => "True".into(),
-        Value::Bool(false) => "False".into(),
-        Value::Int(_) | Value::Float(_) | Value::Str(_) => encode(v),
-        Value::Bytes(b) => {
-            let body: String = b.iter().map(|x| format!("\\x{x:02x}")).collect();
-            format!("b\"{body}\"")
-        }
-        Value::List(items) => format!("[{}]", seq(items)),
-        Value::Tuple(items) if items.len() == 1 => format!("({},)", seq(items)),
-        Value::Tuple(items) => format!("({})", seq(items)),
-        Value::Set(items) if items.is_empty() => "set()".into(),
-        Value::Set(items) => format!("{{{}}}", seq(items)),
-        Value::Map(m) => format!(
-            "{{{}}}",
-            m.iter()
-                .map(|(k, v)| format!("{}: {}", encode(&Value::str(k.clone())), python_repr(v)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        Value::Dict(pairs) => format!(
-            "{{{}}}",
-            pairs
-                .iter()
-                .map(|(k, v)| format!("{}: {}", python_repr(k), python_repr(v)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
 }
 
 /// Takes the program out of a model's reply: the first ```python (or bare ```) block, else
@@ -230,6 +191,7 @@ fn binds_name(code: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nmk_det::Value;
 
     #[test]
     fn examples_are_spelled_as_python_at_every_depth() {
@@ -242,7 +204,7 @@ mod tests {
             Value::Bytes(vec![0, 255]),
         ]);
         assert_eq!(
-            python_repr(&v),
+            python_literal(&v),
             r#"[True, None, (1,), "a\"b", {"k": False}, b"\x00\xff"]"#
         );
     }
