@@ -9,10 +9,9 @@ mod moe_fixture;
 use std::sync::{Arc, Mutex};
 
 use common::reference;
+use common::synthetic::{bits, opts};
 use moe_fixture::{MoeSpec, add_tensors, metadata, tensors, write};
-use nmk_neural::engine::{
-    EngineError, ExpertMask, LayerRoute, Model, RouterObserver, Session, SessionOptions,
-};
+use nmk_neural::engine::{EngineError, ExpertMask, LayerRoute, Model, RouterObserver, Session};
 use nmk_neural::gguf::GgufFile;
 
 fn model(s: &MoeSpec) -> Arc<Model> {
@@ -29,24 +28,12 @@ fn all_specs() -> Vec<MoeSpec> {
     ]
 }
 
-fn opts(batch: usize, threads: usize) -> SessionOptions {
-    SessionOptions {
-        batch,
-        threads,
-        ..SessionOptions::default()
-    }
-}
-
 const IDS: [u32; 19] = [
     5, 17, 99, 3, 42, 42, 7, 0, 100, 64, 8, 13, 21, 34, 55, 89, 1, 2, 3,
 ];
 
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
 fn logits(m: &Arc<Model>, batch: usize, threads: usize) -> Vec<u32> {
-    let mut s = Session::new(m.clone(), &opts(batch, threads)).unwrap();
+    let mut s = Session::new(m.clone(), &opts(batch, threads, None)).unwrap();
     bits(&s.prefill_all_logits(&IDS).unwrap())
 }
 
@@ -89,7 +76,7 @@ fn chunking_and_threads_bitwise_invariant() {
             );
         }
         // Caller-side chunks too.
-        let mut s = Session::new(m.clone(), &opts(4, 1)).unwrap();
+        let mut s = Session::new(m.clone(), &opts(4, 1, None)).unwrap();
         let mut out = Vec::new();
         for c in IDS.chunks(6) {
             out.extend(s.prefill_all_logits(c).unwrap());
@@ -102,7 +89,7 @@ fn chunking_and_threads_bitwise_invariant() {
 fn routes_reported_and_follow_the_architecture_rule() {
     for spec in all_specs() {
         let m = model(&spec);
-        let mut s = Session::new(m.clone(), &opts(8, 1)).unwrap();
+        let mut s = Session::new(m.clone(), &opts(8, 1, None)).unwrap();
         s.prefill(&IDS).unwrap();
         let out = s.step().unwrap();
         assert_eq!(out.routes.len(), spec.n_layer, "{}", spec.arch);
@@ -157,7 +144,7 @@ fn expert_mask_identity_and_liveness() {
         let m = model(&spec);
         let base = logits(&m, 8, 1);
         let run = |mask: Forbid| {
-            let mut s = Session::new(m.clone(), &opts(8, 1)).unwrap();
+            let mut s = Session::new(m.clone(), &opts(8, 1, None)).unwrap();
             s.hooks_mut().set_expert_mask(Some(Box::new(mask)));
             let l = bits(&s.prefill_all_logits(&IDS).unwrap());
             (l, s.routes().to_vec())
@@ -169,7 +156,7 @@ fn expert_mask_identity_and_liveness() {
         });
         assert_eq!(l, base, "{}", spec.arch);
         // Forbidding the expert chosen first at layer 0 for the last token changes the logits.
-        let mut s = Session::new(m.clone(), &opts(8, 1)).unwrap();
+        let mut s = Session::new(m.clone(), &opts(8, 1, None)).unwrap();
         s.prefill(&IDS).unwrap();
         let first = s.routes()[0].chosen[0].0;
         let (l, routes) = run(Forbid {
@@ -204,7 +191,7 @@ fn router_observer_is_inert_and_sees_every_position() {
         let m = model(&spec);
         let base = logits(&m, 5, 1);
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let mut s = Session::new(m.clone(), &opts(5, 1)).unwrap();
+        let mut s = Session::new(m.clone(), &opts(5, 1, None)).unwrap();
         s.hooks_mut()
             .add_router_observer(Box::new(Recorder(seen.clone())));
         assert_eq!(bits(&s.prefill_all_logits(&IDS).unwrap()), base);
@@ -228,7 +215,7 @@ fn equal_router_logits_choose_the_lowest_experts() {
         };
         let m = model(&spec);
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let mut s = Session::new(m.clone(), &opts(4, 1)).unwrap();
+        let mut s = Session::new(m.clone(), &opts(4, 1, None)).unwrap();
         s.hooks_mut()
             .add_router_observer(Box::new(Recorder(seen.clone())));
         s.prefill(&IDS).unwrap();
@@ -351,7 +338,7 @@ fn every_architecture_matches_a_naive_reference() {
     for spec in all_specs() {
         let spec = MoeSpec { q8: false, ..spec };
         let m = model(&spec);
-        let mut s = Session::new(m.clone(), &opts(4, 1)).unwrap();
+        let mut s = Session::new(m.clone(), &opts(4, 1, None)).unwrap();
         let got = s.prefill_all_logits(ids).unwrap();
         let want = reference::logits(
             &moe_fixture::reference_config(&spec),

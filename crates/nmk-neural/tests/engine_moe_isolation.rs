@@ -32,6 +32,7 @@ mod moe_fixture;
 use std::sync::{Arc, Mutex};
 
 use common::reference;
+use common::synthetic::bits;
 use moe_fixture::{MoeSpec, tensors, write};
 use nmk_neural::engine::{ExpertMask, LayerRoute, Model, RouterObserver, Session, SessionOptions};
 use nmk_neural::gguf::{GgufFile, GgufWriter, Value};
@@ -83,10 +84,6 @@ fn run(m: &Arc<Model>, mask: Option<Box<dyn ExpertMask>>) -> (Vec<f32>, Vec<Laye
     let logits = s.prefill_all_logits(&IDS).unwrap();
     let routes = seen.lock().unwrap().clone();
     (logits, routes)
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
 }
 
 /// `bytes` rewritten with the crate's GGUF reader and writer: experts `drop` removed from every

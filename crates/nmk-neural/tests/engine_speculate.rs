@@ -6,171 +6,21 @@
 //! speed-up printed; run with `--nocapture`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Instant;
 
+use common::synthetic::{bits, llama_spec, model_of, opts, qwen_spec};
 use nmk_neural::engine::{
     Drafter, EngineError, ForbiddenIds, GenerateParams, Generated, Model, PromptLookup,
     SamplingParams, Session, SessionOptions, SpeculativeOutput, SpeculativeParams, StopReason,
     argmax, speculative_greedy,
 };
-use nmk_neural::gguf::{GgufFile, GgufWriter};
 use nmk_neural::models::resolve_model;
 use nmk_neural::text::{PromptMode, TextModel};
 
-// ---------------------------------------------------------------- fixture
-
-#[derive(Clone, Debug)]
-struct Spec {
-    arch: &'static str,
-    n_layer: usize,
-    d: usize,
-    n_head: usize,
-    n_kv: usize,
-    ff: usize,
-    vocab: usize,
-    tied: bool,
-    bias: bool,
-    rope_base: f32,
-}
-
-fn llama_spec() -> Spec {
-    Spec {
-        arch: "llama",
-        n_layer: 3,
-        d: 64,
-        n_head: 4,
-        n_kv: 2,
-        ff: 96,
-        vocab: 101,
-        tied: true,
-        bias: false,
-        rope_base: 10_000.0,
-    }
-}
-
-fn qwen_spec() -> Spec {
-    Spec {
-        arch: "qwen2",
-        tied: false,
-        bias: true,
-        rope_base: 1_000_000.0,
-        ..llama_spec()
-    }
-}
-
-/// Deterministic pseudo-random weights.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next() * scale).collect()
-    }
-}
-
-/// All tensors by name: (ggml dims, data).
-type Tensors = Vec<(String, Vec<u64>, Vec<f32>)>;
-
-fn tensors(s: &Spec) -> Tensors {
-    let mut r = Lcg(42);
-    let hd = s.d / s.n_head;
-    let (qd, kvd) = (s.n_head * hd, s.n_kv * hd);
-    let mut t: Tensors = Vec::new();
-    let mut add = |name: String, dims: Vec<u64>, data: Vec<f32>| t.push((name, dims, data));
-    let (d, ff, v) = (s.d as u64, s.ff as u64, s.vocab as u64);
-    add(
-        "token_embd.weight".into(),
-        vec![d, v],
-        r.vec(s.d * s.vocab, 1.0),
-    );
-    for l in 0..s.n_layer {
-        let n = |x: &str| format!("blk.{l}.{x}");
-        let norm = |r: &mut Lcg| (0..s.d).map(|_| 1.0 + 0.1 * r.next()).collect::<Vec<_>>();
-        add(n("attn_norm.weight"), vec![d], norm(&mut r));
-        add(n("attn_q.weight"), vec![d, qd as u64], r.vec(s.d * qd, 0.3));
-        add(
-            n("attn_k.weight"),
-            vec![d, kvd as u64],
-            r.vec(s.d * kvd, 0.3),
-        );
-        add(
-            n("attn_v.weight"),
-            vec![d, kvd as u64],
-            r.vec(s.d * kvd, 0.3),
-        );
-        if s.bias {
-            add(n("attn_q.bias"), vec![qd as u64], r.vec(qd, 0.2));
-            add(n("attn_k.bias"), vec![kvd as u64], r.vec(kvd, 0.2));
-            add(n("attn_v.bias"), vec![kvd as u64], r.vec(kvd, 0.2));
-        }
-        add(
-            n("attn_output.weight"),
-            vec![qd as u64, d],
-            r.vec(qd * s.d, 0.2),
-        );
-        add(n("ffn_norm.weight"), vec![d], norm(&mut r));
-        add(n("ffn_gate.weight"), vec![d, ff], r.vec(s.d * s.ff, 0.3));
-        add(n("ffn_up.weight"), vec![d, ff], r.vec(s.d * s.ff, 0.3));
-        add(n("ffn_down.weight"), vec![ff, d], r.vec(s.ff * s.d, 0.2));
-    }
-    add("output_norm.weight".into(), vec![d], vec![1.0; s.d]);
-    if !s.tied {
-        add(
-            "output.weight".into(),
-            vec![d, v],
-            r.vec(s.d * s.vocab, 0.5),
-        );
-    }
-    t
-}
-
-fn write(s: &Spec, t: &Tensors, edit_md: &dyn Fn(&mut GgufWriter)) -> Vec<u8> {
-    let mut w = GgufWriter::new();
-    let a = s.arch;
-    w.add("general.architecture", a).unwrap();
-    w.add(format!("{a}.block_count"), s.n_layer as u32).unwrap();
-    w.add(format!("{a}.context_length"), 256u32).unwrap();
-    w.add(format!("{a}.embedding_length"), s.d as u32).unwrap();
-    w.add(format!("{a}.feed_forward_length"), s.ff as u32)
-        .unwrap();
-    w.add(format!("{a}.attention.head_count"), s.n_head as u32)
-        .unwrap();
-    w.add(format!("{a}.attention.head_count_kv"), s.n_kv as u32)
-        .unwrap();
-    w.add(format!("{a}.rope.freq_base"), s.rope_base).unwrap();
-    w.add(format!("{a}.attention.layer_norm_rms_epsilon"), 1e-5f32)
-        .unwrap();
-    edit_md(&mut w);
-    for (name, dims, data) in t {
-        w.add_tensor_f32(name.clone(), dims, data).unwrap();
-    }
-    w.to_bytes().unwrap()
-}
-
-fn model_of(s: &Spec) -> Arc<Model> {
-    let bytes = write(s, &tensors(s), &|_| {});
-    Arc::new(Model::from_file(Arc::new(GgufFile::from_bytes(bytes).unwrap())).unwrap())
-}
-
 // ---------------------------------------------------------------- harness
-
-fn opts(window: Option<usize>) -> SessionOptions {
-    SessionOptions {
-        batch: 8,
-        window,
-        ..SessionOptions::default()
-    }
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
 
 /// A prompt that repeats itself (prompt lookup finds long matches).
 fn repetitive(n: usize) -> Vec<u32> {
@@ -220,7 +70,7 @@ fn plain(
     p: &GenerateParams,
     after: usize,
 ) -> Outcome {
-    let mut s = Session::new(m.clone(), &opts(window)).unwrap();
+    let mut s = Session::new(m.clone(), &opts(8, 1, window)).unwrap();
     s.prefill(prompt).unwrap();
     let Generated { tokens, stop } = s.generate(p).unwrap();
     let history = s.tokens().to_vec();
@@ -241,7 +91,7 @@ fn speculative(
     drafter: &mut dyn Drafter,
     after: usize,
 ) -> (Outcome, SpeculativeOutput) {
-    let mut s = Session::new(m.clone(), &opts(window)).unwrap();
+    let mut s = Session::new(m.clone(), &opts(8, 1, window)).unwrap();
     s.prefill(prompt).unwrap();
     let o = speculative_greedy(&mut s, &SpeculativeParams::from_generate(p, k), drafter).unwrap();
     let history = s.tokens().to_vec();
@@ -414,11 +264,11 @@ fn per_step_logits_identical_between_speculative_segments() {
     let spec = llama_spec();
     let m = model_of(&spec);
     let prompt = repetitive(16);
-    let mut straight = Session::new(m.clone(), &opts(None)).unwrap();
+    let mut straight = Session::new(m.clone(), &opts(8, 1, None)).unwrap();
     straight.prefill(&prompt).unwrap();
     let reference = continue_greedy(&mut straight, 60);
     for k in [1, 2, 4, 8] {
-        let mut s = Session::new(m.clone(), &opts(None)).unwrap();
+        let mut s = Session::new(m.clone(), &opts(8, 1, None)).unwrap();
         s.prefill(&prompt).unwrap();
         let mut checked = 0;
         while s.len() - prompt.len() < 55 {
@@ -495,7 +345,7 @@ fn context_limit_matches_plain_greedy() {
     let prompt = repetitive(40);
     let o = |limit| SessionOptions {
         max_context: Some(limit),
-        ..opts(None)
+        ..opts(8, 1, None)
     };
     for k in [2, 8] {
         let mut a = Session::new(m.clone(), &o(50)).unwrap();
@@ -530,7 +380,7 @@ fn context_limit_matches_plain_greedy() {
 #[test]
 fn refuses_sampling_and_hooks() {
     let m = model_of(&llama_spec());
-    let mut s = Session::new(m.clone(), &opts(None)).unwrap();
+    let mut s = Session::new(m.clone(), &opts(8, 1, None)).unwrap();
     s.prefill(&[1, 2, 3]).unwrap();
     let mut p = SpeculativeParams::from_generate(&gparams(4, vec![]), 4);
     p.sampling = SamplingParams::with_temperature(0.8);
@@ -546,7 +396,7 @@ fn refuses_sampling_and_hooks() {
         Err(EngineError::State { .. })
     ));
     // A fresh session has nothing to continue.
-    let mut e = Session::new(m, &opts(None)).unwrap();
+    let mut e = Session::new(m, &opts(8, 1, None)).unwrap();
     assert!(speculative_greedy(&mut e, &p, &mut PromptLookup::default()).is_err());
 }
 
@@ -566,11 +416,11 @@ fn repetition_penalty_selection_identical() {
             ..SamplingParams::greedy()
         },
     };
-    let mut a = Session::new(m.clone(), &opts(None)).unwrap();
+    let mut a = Session::new(m.clone(), &opts(8, 1, None)).unwrap();
     a.prefill(&prompt).unwrap();
     let ga = a.generate(&p).unwrap();
     for k in [1, 4, 8] {
-        let mut b = Session::new(m.clone(), &opts(None)).unwrap();
+        let mut b = Session::new(m.clone(), &opts(8, 1, None)).unwrap();
         b.prefill(&prompt).unwrap();
         let gb = speculative_greedy(
             &mut b,
@@ -672,7 +522,7 @@ fn ring_rollback_across_the_wrap_restores() {
         let prompt = random(plen, 6, 101);
         let spec = llama_spec();
         let m = model_of(&spec);
-        let mut probe = Session::new(m, &opts(Some(W))).unwrap();
+        let mut probe = Session::new(m, &opts(8, 1, Some(W))).unwrap();
         probe.prefill(&prompt).unwrap();
         assert!(!probe.cache().has_wrapped());
         let o = ring_case(&prompt, 20, k, 1);
@@ -773,7 +623,7 @@ fn liveness_broken_verify_is_caught() {
             good: 1,
             vocab: spec.vocab as u32,
         };
-        let mut s = Session::new(m.clone(), &opts(None)).unwrap();
+        let mut s = Session::new(m.clone(), &opts(8, 1, None)).unwrap();
         s.prefill(&prompt).unwrap();
         let tokens = broken(&mut s, 24, 4, &mut d, fault);
         let got = Outcome {
@@ -870,13 +720,13 @@ fn speedup_measurement_printed_only() {
         )
         .unwrap();
     let p = gparams(40, tm.stop_tokens().to_vec());
-    let mut a = Session::new(m.clone(), &opts(None)).unwrap();
+    let mut a = Session::new(m.clone(), &opts(8, 1, None)).unwrap();
     a.prefill(&prompt).unwrap();
     let t = Instant::now();
     let ga = a.generate(&p).unwrap();
     let plain_s = t.elapsed().as_secs_f64();
     for k in [1, 2, 4, 8] {
-        let mut b = Session::new(m.clone(), &opts(None)).unwrap();
+        let mut b = Session::new(m.clone(), &opts(8, 1, None)).unwrap();
         b.prefill(&prompt).unwrap();
         let t = Instant::now();
         let o = speculative_greedy(

@@ -7,7 +7,10 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::{Lcg, reference};
+use common::reference;
+use common::synthetic::{
+    Spec, Tensors, bits, llama_spec, model_of, opts, qwen_spec, tensors, write,
+};
 
 use nmk_neural::engine::{
     EngineError, ForbiddenIds, GenerateParams, HookSet, Model, ResidualAdd, ResidualRecorder,
@@ -17,129 +20,6 @@ use nmk_neural::gguf::{GgufFile, GgufWriter, Value};
 
 // ---------------------------------------------------------------- fixture
 
-#[derive(Clone, Debug)]
-struct Spec {
-    arch: &'static str,
-    n_layer: usize,
-    d: usize,
-    n_head: usize,
-    n_kv: usize,
-    ff: usize,
-    vocab: usize,
-    tied: bool,
-    bias: bool,
-    rope_base: f32,
-}
-
-fn llama_spec() -> Spec {
-    Spec {
-        arch: "llama",
-        n_layer: 3,
-        d: 64,
-        n_head: 4,
-        n_kv: 2,
-        ff: 96,
-        vocab: 101,
-        tied: true,
-        bias: false,
-        rope_base: 10_000.0,
-    }
-}
-
-fn qwen_spec() -> Spec {
-    Spec {
-        arch: "qwen2",
-        tied: false,
-        bias: true,
-        rope_base: 1_000_000.0,
-        ..llama_spec()
-    }
-}
-
-/// All tensors by name: (ggml dims, data).
-type Tensors = Vec<(String, Vec<u64>, Vec<f32>)>;
-
-fn tensors(s: &Spec) -> Tensors {
-    let mut r = Lcg(42);
-    let hd = s.d / s.n_head;
-    let (qd, kvd) = (s.n_head * hd, s.n_kv * hd);
-    let mut t: Tensors = Vec::new();
-    let mut add = |name: String, dims: Vec<u64>, data: Vec<f32>| t.push((name, dims, data));
-    let (d, ff, v) = (s.d as u64, s.ff as u64, s.vocab as u64);
-    add(
-        "token_embd.weight".into(),
-        vec![d, v],
-        r.vec(s.d * s.vocab, 1.0),
-    );
-    for l in 0..s.n_layer {
-        let n = |x: &str| format!("blk.{l}.{x}");
-        let norm = |r: &mut Lcg| (0..s.d).map(|_| 1.0 + 0.1 * r.next()).collect::<Vec<_>>();
-        add(n("attn_norm.weight"), vec![d], norm(&mut r));
-        add(n("attn_q.weight"), vec![d, qd as u64], r.vec(s.d * qd, 0.3));
-        add(
-            n("attn_k.weight"),
-            vec![d, kvd as u64],
-            r.vec(s.d * kvd, 0.3),
-        );
-        add(
-            n("attn_v.weight"),
-            vec![d, kvd as u64],
-            r.vec(s.d * kvd, 0.3),
-        );
-        if s.bias {
-            add(n("attn_q.bias"), vec![qd as u64], r.vec(qd, 0.2));
-            add(n("attn_k.bias"), vec![kvd as u64], r.vec(kvd, 0.2));
-            add(n("attn_v.bias"), vec![kvd as u64], r.vec(kvd, 0.2));
-        }
-        add(
-            n("attn_output.weight"),
-            vec![qd as u64, d],
-            r.vec(qd * s.d, 0.2),
-        );
-        add(n("ffn_norm.weight"), vec![d], norm(&mut r));
-        add(n("ffn_gate.weight"), vec![d, ff], r.vec(s.d * s.ff, 0.3));
-        add(n("ffn_up.weight"), vec![d, ff], r.vec(s.d * s.ff, 0.3));
-        add(n("ffn_down.weight"), vec![ff, d], r.vec(s.ff * s.d, 0.2));
-    }
-    add("output_norm.weight".into(), vec![d], vec![1.0; s.d]);
-    if !s.tied {
-        add(
-            "output.weight".into(),
-            vec![d, v],
-            r.vec(s.d * s.vocab, 0.5),
-        );
-    }
-    t
-}
-
-fn write(s: &Spec, t: &Tensors, edit_md: &dyn Fn(&mut GgufWriter)) -> Vec<u8> {
-    let mut w = GgufWriter::new();
-    let a = s.arch;
-    w.add("general.architecture", a).unwrap();
-    w.add(format!("{a}.block_count"), s.n_layer as u32).unwrap();
-    w.add(format!("{a}.context_length"), 256u32).unwrap();
-    w.add(format!("{a}.embedding_length"), s.d as u32).unwrap();
-    w.add(format!("{a}.feed_forward_length"), s.ff as u32)
-        .unwrap();
-    w.add(format!("{a}.attention.head_count"), s.n_head as u32)
-        .unwrap();
-    w.add(format!("{a}.attention.head_count_kv"), s.n_kv as u32)
-        .unwrap();
-    w.add(format!("{a}.rope.freq_base"), s.rope_base).unwrap();
-    w.add(format!("{a}.attention.layer_norm_rms_epsilon"), 1e-5f32)
-        .unwrap();
-    edit_md(&mut w);
-    for (name, dims, data) in t {
-        w.add_tensor_f32(name.clone(), dims, data).unwrap();
-    }
-    w.to_bytes().unwrap()
-}
-
-fn model_of(s: &Spec) -> Arc<Model> {
-    let bytes = write(s, &tensors(s), &|_| {});
-    Arc::new(Model::from_file(Arc::new(GgufFile::from_bytes(bytes).unwrap())).unwrap())
-}
-
 fn load_err(bytes: Vec<u8>) -> EngineError {
     match Model::from_file(Arc::new(GgufFile::from_bytes(bytes).unwrap())) {
         Ok(_) => panic!("hostile model loaded"),
@@ -147,31 +27,19 @@ fn load_err(bytes: Vec<u8>) -> EngineError {
     }
 }
 
-fn opts(batch: usize, threads: usize) -> SessionOptions {
-    SessionOptions {
-        batch,
-        threads,
-        ..SessionOptions::default()
-    }
-}
-
 const IDS: [u32; 23] = [
     5, 17, 99, 3, 42, 42, 7, 0, 100, 64, 8, 13, 21, 34, 55, 89, 1, 2, 3, 5, 8, 13, 21,
 ];
 
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
 /// Per-position logits of `IDS`, prefilled with internal batches of `batch`.
 fn logits_batched(m: &Arc<Model>, batch: usize, threads: usize) -> Vec<u32> {
-    let mut s = Session::new(m.clone(), &opts(batch, threads)).unwrap();
+    let mut s = Session::new(m.clone(), &opts(batch, threads, None)).unwrap();
     bits(&s.prefill_all_logits(&IDS).unwrap())
 }
 
 /// Per-position logits of `IDS`, fed by the caller in slices of `chunk` (internal batch 32).
 fn logits_caller_chunks(m: &Arc<Model>, chunk: usize) -> Vec<u32> {
-    let mut s = Session::new(m.clone(), &opts(32, 1)).unwrap();
+    let mut s = Session::new(m.clone(), &opts(32, 1, None)).unwrap();
     let mut out = Vec::new();
     for c in IDS.chunks(chunk) {
         out.extend(s.prefill_all_logits(c).unwrap());
@@ -183,7 +51,7 @@ fn logits_caller_chunks(m: &Arc<Model>, chunk: usize) -> Vec<u32> {
 
 fn check_against_reference(s: &Spec) {
     let m = model_of(s);
-    let mut sess = Session::new(m.clone(), &opts(4, 1)).unwrap();
+    let mut sess = Session::new(m.clone(), &opts(4, 1, None)).unwrap();
     let got = sess.prefill_all_logits(&IDS[..12]).unwrap();
     let hd = s.d / s.n_head;
     let cfg = reference::Config::dense(
@@ -258,7 +126,7 @@ fn determinism_any_chunking_identical_at_every_position() {
             assert_eq!(one, logits_caller_chunks(&m, c), "caller chunks of {c}");
         }
         // Token by token through feed + step.
-        let mut s = Session::new(m.clone(), &opts(32, 1)).unwrap();
+        let mut s = Session::new(m.clone(), &opts(32, 1, None)).unwrap();
         let mut fed = Vec::new();
         for &t in &IDS {
             s.feed(t).unwrap();
@@ -291,11 +159,11 @@ fn decode(s: &mut Session, n: usize) -> (Vec<u32>, Vec<Vec<u32>>) {
 #[test]
 fn determinism_snapshot_restore_trim_identical() {
     let m = model_of(&llama_spec());
-    let mut straight = Session::new(m.clone(), &opts(8, 1)).unwrap();
+    let mut straight = Session::new(m.clone(), &opts(8, 1, None)).unwrap();
     straight.prefill(&IDS[..9]).unwrap();
     let (toks, logs) = decode(&mut straight, 12);
 
-    let mut s = Session::new(m.clone(), &opts(8, 1)).unwrap();
+    let mut s = Session::new(m.clone(), &opts(8, 1, None)).unwrap();
     s.prefill(&IDS[..9]).unwrap();
     let (t1, l1) = decode(&mut s, 5);
     let snap = s.snapshot().unwrap();
@@ -326,14 +194,14 @@ fn determinism_snapshot_restore_trim_identical() {
 fn interleaved_sessions_identical_to_each_alone() {
     let m = model_of(&llama_spec());
     let alone = |prompt: &[u32]| {
-        let mut s = Session::new(m.clone(), &opts(4, 1)).unwrap();
+        let mut s = Session::new(m.clone(), &opts(4, 1, None)).unwrap();
         s.prefill(prompt).unwrap();
         decode(&mut s, 10)
     };
     let (pa, pb) = (&IDS[..7], &IDS[9..20]);
     let (a, b) = (alone(pa), alone(pb));
-    let mut sa = Session::new(m.clone(), &opts(4, 1)).unwrap();
-    let mut sb = Session::new(m.clone(), &opts(4, 1)).unwrap();
+    let mut sa = Session::new(m.clone(), &opts(4, 1, None)).unwrap();
+    let mut sb = Session::new(m.clone(), &opts(4, 1, None)).unwrap();
     sa.prefill(pa).unwrap();
     sb.prefill(pb).unwrap();
     let (mut ra, mut rb) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
@@ -352,10 +220,7 @@ fn interleaved_sessions_identical_to_each_alone() {
 #[test]
 fn ring_window_chunking_invariant_and_trim_refused_after_wrap() {
     let m = model_of(&llama_spec());
-    let ring = |batch| SessionOptions {
-        window: Some(6),
-        ..opts(batch, 1)
-    };
+    let ring = |batch| opts(batch, 1, Some(6));
     let full = {
         let mut s = Session::new(m.clone(), &ring(32)).unwrap();
         bits(&s.prefill_all_logits(&IDS).unwrap())
@@ -374,14 +239,7 @@ fn ring_window_chunking_invariant_and_trim_refused_after_wrap() {
     assert_eq!(full[..6 * v], plain[..6 * v]);
     assert_ne!(full[6 * v..], plain[6 * v..]);
     // ...and a window as long as the sequence does not.
-    let mut s = Session::new(
-        m.clone(),
-        &SessionOptions {
-            window: Some(IDS.len()),
-            ..opts(4, 1)
-        },
-    )
-    .unwrap();
+    let mut s = Session::new(m.clone(), &opts(4, 1, Some(IDS.len()))).unwrap();
     assert_eq!(plain, bits(&s.prefill_all_logits(&IDS).unwrap()));
 
     // A wrapped ring refuses a trim that needs overwritten entries, allows one that does not.
@@ -411,7 +269,7 @@ fn hooks_zero_effect_identical_and_live_hooks_change_output() {
     let m = model_of(&llama_spec());
     let base = logits_batched(&m, 4, 1);
     let with_hooks = |install: &dyn Fn(&mut HookSet)| {
-        let mut s = Session::new(m.clone(), &opts(4, 1)).unwrap();
+        let mut s = Session::new(m.clone(), &opts(4, 1, None)).unwrap();
         install(s.hooks_mut());
         bits(&s.prefill_all_logits(&IDS).unwrap())
     };
@@ -454,7 +312,7 @@ fn hooks_zero_effect_identical_and_live_hooks_change_output() {
     });
     assert_ne!(base, changed);
     // A bad delta length aborts the forward with a typed error.
-    let mut s = Session::new(m.clone(), &opts(4, 1)).unwrap();
+    let mut s = Session::new(m.clone(), &opts(4, 1, None)).unwrap();
     s.hooks_mut().add_post_block(Box::new(ResidualAdd {
         layer: 0,
         delta: vec![0.0; 3],
@@ -466,7 +324,7 @@ fn hooks_zero_effect_identical_and_live_hooks_change_output() {
 #[test]
 fn logit_mask_forbids_the_greedy_choice() {
     let m = model_of(&llama_spec());
-    let mut s = Session::new(m.clone(), &opts(4, 1)).unwrap();
+    let mut s = Session::new(m.clone(), &opts(4, 1, None)).unwrap();
     s.prefill(&IDS).unwrap();
     let g = s.sample(&SamplingParams::greedy()).unwrap();
     s.hooks_mut()
@@ -499,14 +357,21 @@ fn seeded_sampling_reproducible_and_seed_sensitive() {
         },
     };
     let run = |seed| {
-        let mut s = Session::new(m.clone(), &SessionOptions { seed, ..opts(4, 1) }).unwrap();
+        let mut s = Session::new(
+            m.clone(),
+            &SessionOptions {
+                seed,
+                ..opts(4, 1, None)
+            },
+        )
+        .unwrap();
         s.prefill(&IDS[..5]).unwrap();
         s.generate(&params).unwrap().tokens
     };
     assert_eq!(run(7), run(7));
     assert_ne!(run(7), run(8));
     // The PRNG is part of the snapshot: restore and re-generate gives the same tokens.
-    let mut s = Session::new(m.clone(), &opts(4, 1)).unwrap();
+    let mut s = Session::new(m.clone(), &opts(4, 1, None)).unwrap();
     s.prefill(&IDS[..5]).unwrap();
     let snap = s.snapshot().unwrap();
     let a = s.generate(&params).unwrap();
@@ -517,7 +382,7 @@ fn seeded_sampling_reproducible_and_seed_sensitive() {
 #[test]
 fn generate_stops_at_stop_token_and_max_tokens() {
     let m = model_of(&llama_spec());
-    let mut s = Session::new(m.clone(), &opts(4, 1)).unwrap();
+    let mut s = Session::new(m.clone(), &opts(4, 1, None)).unwrap();
     s.prefill(&IDS[..5]).unwrap();
     let snap = s.snapshot().unwrap();
     let g = s
@@ -699,7 +564,7 @@ fn hostile_configurations_give_typed_errors() {
 #[test]
 fn runtime_misuse_gives_typed_errors() {
     let m = model_of(&llama_spec());
-    let mut s = Session::new(m.clone(), &opts(4, 1)).unwrap();
+    let mut s = Session::new(m.clone(), &opts(4, 1, None)).unwrap();
     assert!(matches!(s.step(), Err(EngineError::State { .. })));
     assert!(matches!(
         s.feed(101),
@@ -715,7 +580,7 @@ fn runtime_misuse_gives_typed_errors() {
         m.clone(),
         &SessionOptions {
             max_context: Some(4),
-            ..opts(4, 1)
+            ..opts(4, 1, None)
         },
     )
     .unwrap();
@@ -733,7 +598,10 @@ fn runtime_misuse_gives_typed_errors() {
         n_layer: 2,
         ..llama_spec()
     });
-    let other = Session::new(q, &opts(4, 1)).unwrap().snapshot().unwrap();
+    let other = Session::new(q, &opts(4, 1, None))
+        .unwrap()
+        .snapshot()
+        .unwrap();
     assert!(matches!(
         s.restore(&other),
         Err(EngineError::SnapshotMismatch { .. })
@@ -798,9 +666,8 @@ fn park_to_bytes_and_resume_bitwise() {
     for window in [None, Some(6)] {
         let m = model_of(&llama_spec());
         let o = SessionOptions {
-            window,
             seed: 3,
-            ..opts(4, 1)
+            ..opts(4, 1, window)
         };
         let mut s = Session::new(m.clone(), &o).unwrap();
         s.prefill(&IDS[..10]).unwrap();

@@ -8,64 +8,15 @@ mod moe_fixture;
 
 use std::sync::Arc;
 
-use common::Lcg;
+use common::synthetic::{llama_spec, model_of};
 use moe_fixture::MoeSpec;
 use nmk_neural::engine::Model;
-use nmk_neural::gguf::{GgufFile, GgufWriter};
+use nmk_neural::gguf::GgufFile;
 use nmk_neural::prove::{Fault, ProofReport, ProveOptions, Status, run_batteries};
 
-/// A small dense llama (copied from engine_synthetic's fixture, trimmed).
+/// The small dense llama of the shared synthetic fixture.
 fn dense_model() -> Arc<Model> {
-    let (n_layer, d, n_head, n_kv, ff, vocab) =
-        (3usize, 64usize, 4usize, 2usize, 96usize, 101usize);
-    let hd = d / n_head;
-    let kvd = n_kv * hd;
-    let mut r = Lcg(42);
-    let mut w = GgufWriter::new();
-    let a = "llama";
-    w.add("general.architecture", a).unwrap();
-    w.add(format!("{a}.block_count"), n_layer as u32).unwrap();
-    w.add(format!("{a}.context_length"), 256u32).unwrap();
-    w.add(format!("{a}.embedding_length"), d as u32).unwrap();
-    w.add(format!("{a}.feed_forward_length"), ff as u32)
-        .unwrap();
-    w.add(format!("{a}.attention.head_count"), n_head as u32)
-        .unwrap();
-    w.add(format!("{a}.attention.head_count_kv"), n_kv as u32)
-        .unwrap();
-    w.add(format!("{a}.rope.freq_base"), 10_000f32).unwrap();
-    w.add(format!("{a}.attention.layer_norm_rms_epsilon"), 1e-5f32)
-        .unwrap();
-    let (du, fu, vu) = (d as u64, ff as u64, vocab as u64);
-    w.add_tensor_f32("token_embd.weight", &[du, vu], &r.vec(d * vocab, 1.0))
-        .unwrap();
-    for l in 0..n_layer {
-        let n = |x: &str| format!("blk.{l}.{x}");
-        let norm: Vec<f32> = (0..d).map(|_| 1.0 + 0.1 * r.next()).collect();
-        w.add_tensor_f32(n("attn_norm.weight"), &[du], &norm)
-            .unwrap();
-        w.add_tensor_f32(n("attn_q.weight"), &[du, du], &r.vec(d * d, 0.3))
-            .unwrap();
-        w.add_tensor_f32(n("attn_k.weight"), &[du, kvd as u64], &r.vec(d * kvd, 0.3))
-            .unwrap();
-        w.add_tensor_f32(n("attn_v.weight"), &[du, kvd as u64], &r.vec(d * kvd, 0.3))
-            .unwrap();
-        w.add_tensor_f32(n("attn_output.weight"), &[du, du], &r.vec(d * d, 0.2))
-            .unwrap();
-        let norm: Vec<f32> = (0..d).map(|_| 1.0 + 0.1 * r.next()).collect();
-        w.add_tensor_f32(n("ffn_norm.weight"), &[du], &norm)
-            .unwrap();
-        w.add_tensor_f32(n("ffn_gate.weight"), &[du, fu], &r.vec(d * ff, 0.3))
-            .unwrap();
-        w.add_tensor_f32(n("ffn_up.weight"), &[du, fu], &r.vec(d * ff, 0.3))
-            .unwrap();
-        w.add_tensor_f32(n("ffn_down.weight"), &[fu, du], &r.vec(ff * d, 0.2))
-            .unwrap();
-    }
-    w.add_tensor_f32("output_norm.weight", &[du], &vec![1.0; d])
-        .unwrap();
-    let bytes = w.to_bytes().unwrap();
-    Arc::new(Model::from_file(Arc::new(GgufFile::from_bytes(bytes).unwrap())).unwrap())
+    model_of(&llama_spec())
 }
 
 fn moe_model() -> Arc<Model> {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod reference;
+pub mod synthetic;
 
 /// Deterministic pseudo-random weights.
 pub struct Lcg(pub u64);
