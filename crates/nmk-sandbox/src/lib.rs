@@ -9,6 +9,7 @@
 //! one reply frame per call with the raw returned value ([`convert`]). It never computes or
 //! reports a verdict; the parent (`nmk_det::sandbox`, `nmk_det::gate`) judges.
 
+pub mod channel;
 pub mod confine;
 pub mod convert;
 
@@ -163,9 +164,10 @@ fn run_call(program: &MontyRun, args: &[Value], request: &Request) -> Outcome {
 pub fn worker_main(probe: Option<&str>) -> i32 {
     let pid = u64::from(std::process::id());
     warm_up();
+    channel::make_stdin_nonblocking();
     let confined = confine::confine(&confine::Rlimits::default());
     let stdin = std::io::stdin();
-    let mut input = stdin.lock();
+    let mut input = channel::SpinStdin::new(stdin.lock());
     let stdout = std::io::stdout();
     let mut output = BufWriter::with_capacity(1 << 16, stdout.lock());
     let hello = Hello {
