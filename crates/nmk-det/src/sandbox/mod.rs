@@ -17,9 +17,9 @@ pub mod cases;
 pub mod protocol;
 
 use std::io::{BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
