@@ -1,6 +1,7 @@
 //! `nmk bench`: prefill and decode speed of a model (median of runs, 1 and 2 threads), peak RSS,
 //! and the roofline fraction: weight bytes read per decoded token × tokens/s against a memory
-//! bandwidth measured in the same process.
+//! bandwidth measured in the same process. With `--mechanisms`, the costs of the engine's
+//! mechanisms instead (see [`super::bench_mechanisms`]).
 
 use std::time::Instant;
 
@@ -10,6 +11,7 @@ use nmk_neural::engine::SamplingParams;
 use nmk_neural::text::TextModel;
 
 use super::Output;
+use super::bench_mechanisms::{self, MechanismParams};
 use super::run::{ModelArgs, load};
 use crate::exit::Code;
 
@@ -30,6 +32,26 @@ pub struct BenchArgs {
     /// Thread counts to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     thread_counts: Vec<usize>,
+    /// Measure the mechanisms' overheads INSTEAD of the speed table (the speed options above
+    /// are then ignored except --prompt-tokens and --gen-tokens, used by the hooks run): decode
+    /// with every hook type installed empty vs bare (time ratio; logits checked bit-identical),
+    /// park/resume to memory and to bytes per 1k tokens of context, and speculative decoding
+    /// (prompt lookup) vs plain greedy on a "repeat this paragraph" prompt. Each is the median
+    /// of --mech-runs repetitions against a baseline run in the same process; --threads applies.
+    #[arg(long)]
+    mechanisms: bool,
+    /// Repetitions of each mechanism measurement.
+    #[arg(long, default_value_t = 5)]
+    mech_runs: usize,
+    /// Context tokens of the parked session (--mechanisms).
+    #[arg(long, default_value_t = 512)]
+    park_tokens: usize,
+    /// Most tokens produced by the speculation comparison (--mechanisms).
+    #[arg(long, default_value_t = 96)]
+    spec_tokens: usize,
+    /// Draft tokens verified per speculative round (--mechanisms).
+    #[arg(long, default_value_t = 8)]
+    spec_k: usize,
 }
 
 const FILLER: &str = "The quick brown fox jumps over the lazy dog while the sun sets slowly \
@@ -41,7 +63,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 /// Prompt ids of exactly `n` tokens (filler text, repeated as needed).
-fn prompt_ids(m: &TextModel, n: usize) -> Vec<u32> {
+pub(crate) fn prompt_ids(m: &TextModel, n: usize) -> Vec<u32> {
     let mut ids = m
         .tokenizer()
         .encode(&FILLER.repeat(1 + n / 16), true, false);
@@ -119,9 +141,36 @@ fn weight_bytes_per_token(m: &TextModel) -> u64 {
     bytes
 }
 
+fn run_mechanisms(out: &Output, args: &BenchArgs, m: &TextModel) -> Result<Code> {
+    let params = MechanismParams {
+        runs: args.mech_runs,
+        prompt_tokens: args.prompt_tokens,
+        gen_tokens: args.gen_tokens,
+        park_tokens: args.park_tokens,
+        spec_tokens: args.spec_tokens,
+        spec_k: args.spec_k,
+    };
+    let mech = bench_mechanisms::measure(m, &params)?;
+    if out.json {
+        out.print_json(&serde_json::json!({
+            "model": args.model.model,
+            "threads": args.model.threads,
+            "peak_rss_mib": peak_rss_mib(),
+            "mechanisms": mech,
+        }));
+    } else {
+        println!("{} ({} thread(s))", args.model.model, args.model.threads);
+        bench_mechanisms::print(&mech);
+    }
+    Ok(Code::Success)
+}
+
 /// Runs `nmk bench`.
 pub fn run(out: &Output, args: &BenchArgs) -> Result<Code> {
     let mut m = load(&args.model, out.json)?;
+    if args.mechanisms {
+        return run_mechanisms(out, args, &m);
+    }
     let ids = prompt_ids(&m, args.prompt_tokens);
     let bytes_per_token = weight_bytes_per_token(&m);
     let bandwidth = memory_bandwidth();
