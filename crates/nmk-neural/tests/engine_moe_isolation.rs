@@ -1,30 +1,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Expert isolation: a model run with an [`ExpertMask`] against the same GGUF REWRITTEN without
-//! the forbidden experts (their slices cut out of the stacked `ffn_*_exps` tensors, their router
-//! rows cut out of `ffn_gate_inp`, `expert_count` lowered), run without a mask.
+//! the forbidden experts (`nmk_neural::gguf::rewrite`: their slices cut out of the stacked
+//! `ffn_*_exps` tensors, their router rows cut out of `ffn_gate_inp`, `expert_count` lowered),
+//! run without a mask.
 //!
-//! Where the engine applies the mask (engine/moe.rs): the router softmax runs over ALL experts,
-//! then forbidden experts get −∞ as *selection score* before top-k; the mixing weights are the
-//! chosen experts' full-softmax probabilities, renormalised over the chosen ones only when the
-//! architecture has `norm_topk`. Consequences, which decide what can be exact:
-//!
-//! - `norm_topk` architectures (Mixtral/llama, Qwen3-MoE, Granite): the weights are
-//!   `p_e / Σ_chosen p` = `exp(l_e) / Σ_chosen exp(l)`, the same real number as in the rewritten
-//!   model, but the f32 roundings differ (`p` is divided by a different softmax sum first). With
-//!   ONE expert per token the weight is `w / w = 1` exactly on both sides, so the logits are
-//!   bit-identical: that is the exact test below. With k ≥ 2 the selection is compared exactly
-//!   and the weights to a few f32 rounding units.
-//! - Non-`norm_topk` architectures (Qwen2-MoE, OLMoE): the weight is the full-softmax
-//!   probability `p_e`, while the rewritten model's is `p_e / P` with `P` the permitted experts'
-//!   probability mass. The forbidden experts' mass is dropped, not redistributed, so a masked
-//!   model is NOT the rewritten model (the logits genuinely differ, not by rounding). What holds
-//!   exactly: the same experts are chosen at every layer and position, the masked weights are the
-//!   unmasked router probabilities bit for bit, and the rewritten weights times `P` equal them to
-//!   rounding; the logits match an independent f64 reference that implements that rule.
-//!
-//! (Applying the mask to the router LOGITS before the softmax would make every architecture
-//! bit-identical to the rewritten model: `exp(−∞) = +0` adds exactly to the sum and cannot be
-//! the max. That is an engine design choice, not something a test can change.)
+//! The engine applies the mask to the router logits before the softmax (engine/moe.rs): a
+//! forbidden expert's `exp(−∞)` is `+0`, which adds exactly to the softmax sum and cannot be the
+//! maximum, so the permitted experts' probabilities, the selection, the mixing weights (with or
+//! without top-k renormalisation) and hence the logits are bit for bit those of the rewritten
+//! model, for every architecture and any number of experts per token.
 
 mod common;
 mod moe_fixture;
@@ -35,7 +19,7 @@ use common::reference;
 use common::synthetic::bits;
 use moe_fixture::{MoeSpec, tensors, write};
 use nmk_neural::engine::{ExpertMask, LayerRoute, Model, RouterObserver, Session, SessionOptions};
-use nmk_neural::gguf::{GgufFile, GgufWriter, Value};
+use nmk_neural::gguf::GgufFile;
 
 const IDS: [u32; 19] = [
     5, 17, 99, 3, 42, 42, 7, 0, 100, 64, 8, 13, 21, 34, 55, 89, 1, 2, 3,
@@ -86,61 +70,14 @@ fn run(m: &Arc<Model>, mask: Option<Box<dyn ExpertMask>>) -> (Vec<f32>, Vec<Laye
     (logits, routes)
 }
 
-/// `bytes` rewritten with the crate's GGUF reader and writer: experts `drop` removed from every
-/// stacked expert tensor (last ggml dim) and router (one row of `n_embd` per expert), the raw
-/// bytes of every kept slice copied unchanged (Q8_0 blocks included), `expert_count` lowered and
-/// `expert_used_count` clamped to what remains. `edit` may then change any tensor's bytes.
+/// `bytes` rewritten without experts `drop`; `edit` may then change any tensor's bytes.
 fn rewrite(bytes: Vec<u8>, drop: &[u32], edit: &dyn Fn(&str, &mut Vec<u8>)) -> Vec<u8> {
     let f = GgufFile::from_bytes(bytes).unwrap();
-    let arch = match f.metadata().get("general.architecture").unwrap() {
-        Value::String(a) => a.clone(),
-        v => panic!("architecture {v:?}"),
-    };
-    let u32_of = |k: &str| match f.metadata().get(&format!("{arch}.{k}")).unwrap() {
-        Value::U32(v) => *v,
-        v => panic!("{k}: {v:?}"),
-    };
-    let (ne, used) = (u32_of("expert_count"), u32_of("expert_used_count"));
-    let kept = ne - drop.len() as u32;
-    let mut w = GgufWriter::new();
-    for (k, v) in f.metadata().entries() {
-        let v = match k.strip_prefix(&format!("{arch}.")) {
-            Some("expert_count") => Value::U32(kept),
-            Some("expert_used_count") => Value::U32(used.min(kept)),
-            _ => v.clone(),
-        };
-        w.add(k.clone(), v).unwrap();
-    }
-    for t in f.tensors() {
-        let name = t.name();
-        let data = f.tensor_bytes(t).unwrap();
-        let stacked = [
-            "ffn_gate_exps",
-            "ffn_up_exps",
-            "ffn_down_exps",
-            "ffn_gate_inp",
-        ]
-        .iter()
-        .any(|s| name.ends_with(&format!(".{s}.weight")));
-        let mut dims = t.dims().to_vec();
-        let mut out = if stacked {
-            // The expert index is the outermost (last) ggml dim, so each expert is one
-            // contiguous run of bytes.
-            assert_eq!(*dims.last().unwrap(), u64::from(ne), "{name}");
-            let per = data.len() / ne as usize;
-            *dims.last_mut().unwrap() = u64::from(kept);
-            (0..ne)
-                .filter(|e| !drop.contains(e))
-                .flat_map(|e| data[e as usize * per..(e as usize + 1) * per].to_vec())
-                .collect()
-        } else {
-            data.to_vec()
-        };
-        edit(name, &mut out);
-        w.add_tensor_raw(name.to_owned(), &dims, t.ggml_type(), out)
-            .unwrap();
-    }
-    w.to_bytes().unwrap()
+    nmk_neural::gguf::rewrite::rewrite(&f, drop, &mut |name, data| {
+        edit(name, data);
+        Ok(())
+    })
+    .unwrap()
 }
 
 /// The original index of each rewritten expert.
@@ -187,31 +124,40 @@ fn same_selection(masked: &[LayerRoute], rewritten: &[LayerRoute], kept: &[u32],
     }
 }
 
-#[test]
-fn norm_topk_one_expert_masked_equals_rewritten_bitwise_at_every_position() {
-    // One expert per token: the renormalised weight is exactly 1 on both sides (see the module
-    // comment), so any difference would be a real isolation failure. Q8_0 too, to check that
-    // the raw-sliced quantized experts run identically.
-    for (spec, extra) in [
-        (MoeSpec::mixtral(), 0),
-        (
-            MoeSpec {
-                q8: true,
-                ..MoeSpec::mixtral()
-            },
-            1,
-        ),
-        (MoeSpec::qwen3moe(), 3),
-        (MoeSpec::granitemoe(), 1),
+/// Every architecture, quantized and not, one and several experts per token.
+fn specs() -> Vec<MoeSpec> {
+    let mut v = Vec::new();
+    for spec in [
+        MoeSpec::mixtral(),
+        MoeSpec {
+            q8: true,
+            ..MoeSpec::mixtral()
+        },
+        MoeSpec::qwen2moe(),
+        MoeSpec::qwen3moe(),
+        MoeSpec::olmoe(),
+        MoeSpec::granitemoe(),
     ] {
-        let spec = MoeSpec { n_used: 1, ..spec };
+        v.push(MoeSpec { n_used: 1, ..spec });
+        v.push(spec);
+    }
+    v
+}
+
+#[test]
+fn masked_equals_rewritten_bitwise_for_every_architecture_and_k() {
+    for (i, spec) in specs().into_iter().enumerate() {
         let bytes = write(&spec);
         let m = load(bytes.clone());
         let (base, base_routes) = run(&m, None);
-        let drop = forbidden(&spec, &base_routes, extra);
+        let drop = forbidden(&spec, &base_routes, i % 3);
         let (masked, masked_routes) = run(&m, Some(Box::new(Forbid(drop.clone()))));
+        let what = format!(
+            "{} k={} q8={} without {drop:?}",
+            spec.arch, spec.n_used, spec.q8
+        );
         // Liveness: the mask removed an expert the router was using.
-        assert_ne!(bits(&masked), bits(&base), "{} {drop:?}", spec.arch);
+        assert_ne!(bits(&masked), bits(&base), "{what}: mask is live");
         let r = load(rewrite(bytes, &drop, &|_, _| {}));
         assert_eq!(
             r.config().moe.as_ref().unwrap().n_expert,
@@ -221,97 +167,40 @@ fn norm_topk_one_expert_masked_equals_rewritten_bitwise_at_every_position() {
         let keep = kept(spec.n_expert, &drop);
         same_selection(&masked_routes, &rewritten_routes, &keep, spec.arch);
         for (a, b) in masked_routes.iter().zip(&rewritten_routes) {
-            assert_eq!((a.chosen[0].1, b.chosen[0].1), (1.0, 1.0));
+            for (x, y) in a.chosen.iter().zip(&b.chosen) {
+                assert_eq!(
+                    x.1.to_bits(),
+                    y.1.to_bits(),
+                    "{what}: weight {x:?} vs {y:?}"
+                );
+            }
+            for (e, p) in a.probs.iter().enumerate() {
+                match keep.iter().position(|&k| k as usize == e) {
+                    Some(j) => assert_eq!(p.to_bits(), b.probs[j].to_bits(), "{what}"),
+                    None => assert_eq!(p.to_bits(), 0f32.to_bits(), "{what}: forbidden p"),
+                }
+            }
         }
         let nv = spec.vocab;
         for p in 0..IDS.len() {
             assert_eq!(
                 bits(&masked[p * nv..(p + 1) * nv]),
                 bits(&rewritten[p * nv..(p + 1) * nv]),
-                "{} q8 {} position {p}: masked ≠ rewritten without {drop:?}",
-                spec.arch,
-                spec.q8
+                "{what} position {p}: masked ≠ rewritten"
             );
         }
     }
 }
 
-/// Relative tolerance for comparing f32 routing weights computed by two different f32
-/// softmaxes of the same router logits (≤ 8 experts, |logit − max| ≲ 10): each probability
-/// carries at most ~20 rounding units of 2⁻²⁴ (subtraction, exp, ≤ 7 additions, division), and
-/// a quotient of two of them or a sum of ≤ 8 of them roughly doubles that. 1e-5 (≈ 170 units)
-/// is a safe bound, orders of magnitude below the effects being tested.
-const WEIGHT_REL: f32 = 1e-5;
-
 #[test]
-fn norm_topk_two_experts_same_selection_and_weights_to_rounding() {
-    // k = 2: both sides compute p_a / (p_a + p_b), the masked one with p from the softmax over
-    // all experts, the rewritten one over the kept experts: equal reals, different roundings.
-    let spec = MoeSpec::mixtral();
-    let bytes = write(&spec);
-    let m = load(bytes.clone());
-    let drop = forbidden(&spec, &run(&m, None).1, 0);
-    let (_, masked) = run(&m, Some(Box::new(Forbid(drop.clone()))));
-    let (_, rewritten) = run(&load(rewrite(bytes, &drop, &|_, _| {})), None);
-    same_selection(&masked, &rewritten, &kept(spec.n_expert, &drop), spec.arch);
-    for (a, b) in masked.iter().zip(&rewritten) {
-        assert_eq!(a.chosen.len(), 2);
-        for (x, y) in a.chosen.iter().zip(&b.chosen) {
-            assert!((x.1 - y.1).abs() <= WEIGHT_REL * x.1, "{x:?} vs {y:?}");
-        }
-    }
-}
-
-#[test]
-fn unnormalised_archs_keep_full_softmax_weights_so_masked_is_not_rewritten() {
-    for spec in [MoeSpec::qwen2moe(), MoeSpec::olmoe()] {
-        let bytes = write(&spec);
-        let m = load(bytes.clone());
-        let (base, base_routes) = run(&m, None);
-        let drop = forbidden(&spec, &base_routes, 1);
-        let (masked, masked_routes) = run(&m, Some(Box::new(Forbid(drop.clone()))));
-        assert_ne!(bits(&masked), bits(&base), "{}: mask is live", spec.arch);
-        let keep = kept(spec.n_expert, &drop);
-        let (rewritten, rewritten_routes) = run(&load(rewrite(bytes, &drop, &|_, _| {})), None);
-        // Only layer 0 sees the same input in both models: its output already differs (the
-        // weights below), so deeper layers route different residuals. Layer 0, every position:
-        let first = |r: &[LayerRoute]| -> Vec<LayerRoute> {
-            r.iter().filter(|r| r.layer == 0).cloned().collect()
-        };
-        let (masked_routes, rewritten_routes) = (first(&masked_routes), first(&rewritten_routes));
-        assert_eq!(masked_routes.len(), IDS.len());
-        // Exact: the same experts, in the same order.
-        same_selection(&masked_routes, &rewritten_routes, &keep, spec.arch);
-        let mut least_mass = 1f32;
-        for (a, b) in masked_routes.iter().zip(&rewritten_routes) {
-            // Exact: the masked weight is the unmasked router probability, bit for bit (the
-            // probabilities reported are the full softmax; the mask only edits selection).
-            for &(e, w) in &a.chosen {
-                assert_eq!(w.to_bits(), a.probs[e as usize].to_bits(), "{}", spec.arch);
-            }
-            // To rounding: the rewritten weight is that probability renormalised by the
-            // permitted mass P — the factor that makes the two models differ.
-            let mass: f32 = keep.iter().map(|&e| a.probs[e as usize]).sum();
-            least_mass = least_mass.min(mass);
-            for (x, y) in a.chosen.iter().zip(&b.chosen) {
-                assert!(
-                    (x.1 - y.1 * mass).abs() <= WEIGHT_REL * x.1,
-                    "{} {x:?} vs {y:?} · {mass}",
-                    spec.arch
-                );
-            }
-        }
-        assert!(
-            least_mass < 0.9,
-            "{}: forbidden experts carry mass",
-            spec.arch
-        );
-        // Hence the logits genuinely differ (by the weights' factor P, not by rounding).
-        assert_ne!(bits(&masked), bits(&rewritten), "{}", spec.arch);
-        // And the masked model is the independent reference with the documented rule (F32
-        // weights so the reference's tolerance from engine_moe.rs applies).
+fn masked_model_matches_the_independent_reference() {
+    // The same rule computed independently in f64 (F32 weights so the reference tolerance of
+    // engine_moe.rs applies): a second witness besides the rewritten file.
+    for spec in [MoeSpec::qwen2moe(), MoeSpec::olmoe(), MoeSpec::mixtral()] {
         let spec = MoeSpec { q8: false, ..spec };
-        let (got, _) = run(&load(write(&spec)), Some(Box::new(Forbid(drop.clone()))));
+        let m = load(write(&spec));
+        let drop = forbidden(&spec, &run(&m, None).1, 1);
+        let (got, _) = run(&m, Some(Box::new(Forbid(drop.clone()))));
         let want = reference::logits_masked(
             &moe_fixture::reference_config(&spec),
             &tensors(&spec)[..],
@@ -320,6 +209,20 @@ fn unnormalised_archs_keep_full_softmax_weights_so_masked_is_not_rewritten() {
         );
         common::assert_close_to_reference(spec.arch, &got, &want, 2e-4);
     }
+}
+
+#[test]
+fn rewrite_refuses_bad_drops() {
+    let f = GgufFile::from_bytes(write(&MoeSpec::mixtral())).unwrap();
+    let n = MoeSpec::mixtral().n_expert as u32;
+    assert!(nmk_neural::gguf::rewrite::without_experts(&f, &[n]).is_err());
+    let all: Vec<u32> = (0..n).collect();
+    assert!(nmk_neural::gguf::rewrite::without_experts(&f, &all).is_err());
+    let edit_len = nmk_neural::gguf::rewrite::rewrite(&f, &[], &mut |_, d| {
+        d.push(0);
+        Ok(())
+    });
+    assert!(edit_len.is_err());
 }
 
 #[test]

@@ -157,6 +157,26 @@ fn leaky_empty_masks_are_caught() {
 }
 
 #[test]
+fn isolation_witness_that_keeps_the_expert_is_caught() {
+    // The honest run: the expert-mask battery compared the masked model with a file rewritten
+    // without the expert, exactly.
+    let r = run_batteries(moe_model(), &prompts(), &opts()).unwrap();
+    let b = battery(&r, "expert_mask");
+    assert_eq!(b.status, Status::Pass, "{:?}", b.reason);
+    assert!(b.notes.iter().any(|n| n.starts_with("isolation: expert")));
+    // A witness that still holds the masked expert differs from the masked model.
+    let o = ProveOptions {
+        fault: Some(Fault::RewriteKeepsExpert),
+        ..opts()
+    };
+    let r = run_batteries(moe_model(), &prompts(), &o).unwrap();
+    let b = battery(&r, "expert_mask");
+    assert_eq!(b.status, Status::Fail);
+    assert!(b.max_abs_delta > 0.0);
+    assert_eq!(r.failures().count(), 1);
+}
+
+#[test]
 fn bad_inputs_are_refused() {
     assert!(run_batteries(dense_model(), &[], &opts()).is_err());
     assert!(run_batteries(dense_model(), &[vec![]], &opts()).is_err());

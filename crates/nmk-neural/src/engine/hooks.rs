@@ -8,8 +8,8 @@
 //!   dtype.
 //! - [`RouterObserver`]: sees each MoE layer's routing decision for every position (built only
 //!   when an observer is installed; see [`super::moe`]).
-//! - [`ExpertMask`]: forbids experts per layer and position (their selection score is −∞
-//!   before top-k; the reported probabilities are the router's, unmasked).
+//! - [`ExpertMask`]: forbids experts per layer and position (their router logit is −∞ before
+//!   the softmax and top-k, so the reported probabilities are the masked ones, forbidden = 0).
 //! - [`LogitMask`]: forbids token ids (their logits become −∞ before any selection).
 //!
 //! Ready-made implementations: [`ForbiddenIds`], [`ResidualAdd`], [`ResidualRecorder`].
@@ -102,7 +102,7 @@ pub struct LayerRoute {
     pub layer: usize,
     /// Absolute position of the token.
     pub position: u64,
-    /// Router probabilities over all experts.
+    /// Router probabilities over all experts (after the expert mask, if any: forbidden ones are 0).
     pub probs: Vec<f32>,
     /// Chosen experts and their mixing weights, in selection order.
     pub chosen: Vec<(u32, f32)>,

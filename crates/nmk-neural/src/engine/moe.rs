@@ -158,17 +158,37 @@ impl MoeFfn {
         let observe = hooks.has_router_observers();
         for i in 0..m {
             let pos = r.first_pos + i as u64;
+            // The mask acts on the router logits, before the softmax: a forbidden expert's
+            // exp(−∞) is +0, which adds exactly to the sum and cannot be the maximum, so the
+            // probabilities of the permitted experts are bit for bit those of a model whose
+            // file never held the forbidden ones (the rewritten-GGUF isolation tests).
             s.probs.clear();
             s.probs.extend_from_slice(&s.logits[i * ne..(i + 1) * ne]);
-            softmax(&mut s.probs);
-            s.scores.clear();
-            s.scores.extend_from_slice(&s.probs);
+            let mut any_allowed = true;
             if let Some(mask) = hooks.expert_mask() {
-                for (e, sc) in s.scores.iter_mut().enumerate() {
-                    if !mask.allowed(r.layer, pos, e as u32) {
-                        *sc = f32::NEG_INFINITY;
+                any_allowed = false;
+                for (e, l) in s.probs.iter_mut().enumerate() {
+                    if mask.allowed(r.layer, pos, e as u32) {
+                        any_allowed = true;
+                    } else {
+                        *l = f32::NEG_INFINITY;
                     }
                 }
+            }
+            s.scores.clear();
+            if any_allowed {
+                s.scores.extend_from_slice(&s.probs);
+                softmax(&mut s.probs);
+                // Selection ranks probabilities but never a forbidden expert, even where a
+                // permitted one's probability underflowed to the same +0.
+                for (sc, &p) in s.scores.iter_mut().zip(&s.probs) {
+                    if *sc > f32::NEG_INFINITY {
+                        *sc = p;
+                    }
+                }
+            } else {
+                s.probs.fill(0.0);
+                s.scores.resize(ne, f32::NEG_INFINITY);
             }
             let ch = &mut s.chosen[i * k..(i + 1) * k];
             top_k(&s.scores, k, ch);

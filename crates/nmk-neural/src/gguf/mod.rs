@@ -8,6 +8,7 @@
 mod error;
 mod file;
 mod reader;
+pub mod rewrite;
 mod types;
 mod value;
 pub mod writer;

@@ -977,12 +977,67 @@ fn expert_mask(ctx: &Ctx<'_>) -> BResult<Ran> {
         "masked expert {expert} of layer {layer}; never chosen in {} routes",
         routes.len()
     ));
-    o.notes.push(
-        "isolation against a GGUF rewritten without the expert is covered by the \
-         engine_moe_isolation tests, not by this battery"
-            .to_owned(),
-    );
+    isolation_against_rewrite(ctx, p, expert, &mut o)?;
     Ok(Ran::Done(Box::new(o)))
+}
+
+/// Largest model file the expert-mask battery rewrites in memory for the isolation check.
+const REWRITE_CAP_BYTES: usize = 2 << 30;
+
+/// Forbids one expert in every layer.
+struct ForbidEverywhere(u32);
+
+impl ExpertMask for ForbidEverywhere {
+    fn allowed(&self, _layer: usize, _position: u64, expert: u32) -> bool {
+        expert != self.0
+    }
+}
+
+/// Isolation, independently witnessed: the model with `expert` forbidden in every layer must
+/// give, step for step, the logits of the same file rewritten without that expert.
+fn isolation_against_rewrite(
+    ctx: &Ctx<'_>,
+    prompt: &[u32],
+    expert: u32,
+    o: &mut Outcome,
+) -> BResult<()> {
+    let file = ctx.model.file();
+    if file.bytes().len() > REWRITE_CAP_BYTES {
+        o.notes.push(format!(
+            "isolation against a rewritten file skipped: the model file is over {} GiB",
+            REWRITE_CAP_BYTES >> 30
+        ));
+        return Ok(());
+    }
+    let bytes = if ctx.opts.fault == Some(Fault::RewriteKeepsExpert) {
+        // The deliberate fault: the "independent" model still holds every expert.
+        file.bytes().to_vec()
+    } else {
+        crate::gguf::rewrite::without_experts(file, &[expert]).map_err(EngineError::from)?
+    };
+    let rewritten = crate::gguf::GgufFile::from_bytes(bytes).map_err(EngineError::from)?;
+    let rewritten = Arc::new(Model::from_file(Arc::new(rewritten))?);
+    let mut s = ctx.session(|_| {})?;
+    s.hooks_mut()
+        .set_expert_mask(Some(Box::new(ForbidEverywhere(expert))));
+    let masked = Trace::run(&mut s, prompt, ctx.steps())?;
+    let mut s = Session::new(rewritten, &ctx.base_opts())?;
+    let iso = Trace::run(&mut s, prompt, ctx.steps())?;
+    o.ident.rows(
+        "masked everywhere vs file without the expert",
+        &masked.rows,
+        &iso.rows,
+    );
+    o.ident.tokens(
+        "masked everywhere vs file without the expert",
+        &masked.tokens,
+        &iso.tokens,
+    );
+    o.hashes.push(token_hash(&masked.tokens));
+    o.notes.push(format!(
+        "isolation: expert {expert} forbidden in every layer equals the file rewritten without it"
+    ));
+    Ok(())
 }
 
 fn router_tap(ctx: &Ctx<'_>) -> BResult<Ran> {

@@ -47,6 +47,9 @@ pub enum Fault {
     LeakyEmptyMask,
     /// The expert-mask battery's "allow all" mask forbids expert 0 in the first layer.
     LeakyEmptyExpertMask,
+    /// The expert-mask battery's isolation witness is the original file, still holding the
+    /// masked expert, instead of the file rewritten without it.
+    RewriteKeepsExpert,
 }
 
 /// How the batteries run.

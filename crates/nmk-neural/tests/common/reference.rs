@@ -109,8 +109,8 @@ pub fn logits_f32(c: &Config, w: &(impl Weights + ?Sized), ids: &[u32]) -> Vec<V
 }
 
 /// Per-position logits with an expert mask `allowed(layer, position, expert)` applied as the
-/// engine documents: the softmax runs over ALL experts, forbidden ones are then excluded from the
-/// top-k (fewer than `n_used` when fewer are allowed, none: no routed output).
+/// engine documents: forbidden experts are removed before the softmax (it runs over the allowed
+/// ones only) and the top-k (fewer than `n_used` when fewer are allowed, none: no routed output).
 pub fn logits_masked(
     c: &Config,
     w: &(impl Weights + ?Sized),
@@ -241,15 +241,21 @@ pub fn logits_masked(
                     swiglu(g, u, dn, &xn, ff)
                 }
                 Some(r) => {
-                    // Softmax over all experts, top-k among the allowed ones (ties to the lower
+                    // Softmax over the allowed experts, top-k among them (ties to the lower
                     // index), optional renormalisation, then Qwen2-MoE's gated shared expert.
                     let router = w.req(&n("ffn_gate_inp.weight"));
                     let ne = router.len() / d;
                     let lg = mv(router, &xn, ne);
-                    let mx = lg.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    let z: f64 = lg.iter().map(|v| (v - mx).exp()).sum();
-                    let pr: Vec<f64> = lg.iter().map(|v| (v - mx).exp() / z).collect();
-                    let mut order: Vec<usize> = (0..ne).filter(|&e| allowed(l, p, e)).collect();
+                    let ok: Vec<bool> = (0..ne).map(|e| allowed(l, p, e)).collect();
+                    let mx = (0..ne)
+                        .filter(|&e| ok[e])
+                        .map(|e| lg[e])
+                        .fold(f64::NEG_INFINITY, f64::max);
+                    let z: f64 = (0..ne).filter(|&e| ok[e]).map(|e| (lg[e] - mx).exp()).sum();
+                    let pr: Vec<f64> = (0..ne)
+                        .map(|e| if ok[e] { (lg[e] - mx).exp() / z } else { 0.0 })
+                        .collect();
+                    let mut order: Vec<usize> = (0..ne).filter(|&e| ok[e]).collect();
                     order.sort_by(|&a, &b| pr[b].total_cmp(&pr[a]).then(a.cmp(&b)));
                     let chosen = &order[..r.n_used.min(order.len())];
                     let sel: f64 = chosen.iter().map(|&e| pr[e]).sum();
