@@ -17,6 +17,7 @@ pub mod commit_trap;
 pub mod learn;
 pub mod ledger;
 pub mod ops;
+pub mod output_gate;
 pub mod plan;
 pub mod proposer;
 pub mod scheduler;

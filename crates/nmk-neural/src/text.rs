@@ -13,7 +13,8 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use crate::engine::{
-    EngineError, GenerateParams, Model, SamplingParams, Session, SessionOptions, StopReason,
+    EngineError, GateCounts, GenerateParams, Model, SamplingParams, Session, SessionOptions,
+    StopReason, TokenGate,
 };
 use crate::gguf::GgufFile;
 use crate::tokenizer::{ChatMessage, Tokenizer, TokenizerError};
@@ -52,6 +53,8 @@ pub struct Completion {
     pub ids: Vec<u32>,
     /// Why it stopped.
     pub stop: StopReason,
+    /// What the token gate decided.
+    pub gate: GateCounts,
     /// Prefill time in seconds.
     pub prefill_s: f64,
     /// Decode time in seconds (first sampled token to last).
@@ -136,14 +139,16 @@ impl TextModel {
         Ok(Session::new(self.model.clone(), &opts)?)
     }
 
-    /// Generates from prompt ids, calling `on_text` with each complete piece of UTF-8 text as it
-    /// is produced.
+    /// Generates from prompt ids, each token judged by `gate` before it is emitted (the commit
+    /// gate per token: there is no ungated path from the model to the text), calling `on_text`
+    /// with each complete piece of UTF-8 text as it is produced.
     pub fn generate_ids(
         &self,
         prompt_ids: &[u32],
         max_tokens: usize,
         sampling: &SamplingParams,
         seed: u64,
+        gate: &mut dyn TokenGate,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Completion, TextError> {
         let context = self.model.config().n_ctx_train as u64;
@@ -161,29 +166,19 @@ impl TextModel {
         let prefill_s = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let mut decoder = self.tokenizer.decoder();
-        let mut ids = Vec::with_capacity(max_tokens);
         let mut text = String::new();
-        let mut stop = StopReason::MaxTokens;
         let params = GenerateParams {
-            max_tokens: 1,
+            max_tokens,
             stop_tokens: self.stop_tokens.clone(),
             sampling: sampling.clone(),
         };
-        while ids.len() < max_tokens {
-            let step = session.generate(&params)?;
-            if let StopReason::StopToken(t) = step.stop {
-                stop = StopReason::StopToken(t);
-                break;
+        let g = session.generate_gated(&params, gate, &mut |id| {
+            let piece = decoder.push(id);
+            if !piece.is_empty() {
+                on_text(&piece);
+                text.push_str(&piece);
             }
-            for id in step.tokens {
-                ids.push(id);
-                let piece = decoder.push(id);
-                if !piece.is_empty() {
-                    on_text(&piece);
-                    text.push_str(&piece);
-                }
-            }
-        }
+        })?;
         let rest = decoder.finish();
         if !rest.is_empty() {
             on_text(&rest);
@@ -192,17 +187,30 @@ impl TextModel {
         Ok(Completion {
             text,
             prompt_ids: prompt_ids.to_vec(),
-            ids,
-            stop,
+            ids: g.tokens,
+            stop: g.stop,
+            gate: g.counts,
             prefill_s,
             decode_s: t1.elapsed().as_secs_f64(),
         })
     }
 
     /// Greedy generation from one user turn: `(text, tokens generated)`.
-    pub fn gen_fast(&self, prompt: &str, max_tokens: usize) -> Result<(String, usize), TextError> {
+    pub fn gen_fast(
+        &self,
+        prompt: &str,
+        max_tokens: usize,
+        gate: &mut dyn TokenGate,
+    ) -> Result<(String, usize), TextError> {
         let ids = self.encode(prompt, PromptMode::Chat)?;
-        let c = self.generate_ids(&ids, max_tokens, &SamplingParams::greedy(), 0, &mut |_| {})?;
+        let c = self.generate_ids(
+            &ids,
+            max_tokens,
+            &SamplingParams::greedy(),
+            0,
+            gate,
+            &mut |_| {},
+        )?;
         Ok((c.text, c.ids.len()))
     }
 
@@ -213,13 +221,14 @@ impl TextModel {
         temp: f32,
         seed: u64,
         max_tokens: usize,
+        gate: &mut dyn TokenGate,
     ) -> Result<(String, usize), TextError> {
         let ids = self.encode(prompt, PromptMode::Chat)?;
         let sampling = SamplingParams {
             temperature: temp.max(1e-6),
             ..SamplingParams::greedy()
         };
-        let c = self.generate_ids(&ids, max_tokens, &sampling, seed, &mut |_| {})?;
+        let c = self.generate_ids(&ids, max_tokens, &sampling, seed, gate, &mut |_| {})?;
         Ok((c.text, c.ids.len()))
     }
 

@@ -7,6 +7,7 @@ mod commands;
 mod exit;
 mod proposer;
 mod sandbox;
+mod token_gate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,7 +18,7 @@ use clap::{Parser, Subcommand};
 /// disposes: nothing reaches you before a deterministic validator has judged it, and every
 /// judgement lands in a hash-chained proof ledger.
 #[derive(Debug, Parser)]
-#[command(name = "nmk", version, about, long_about = None, after_help = "Examples:\n  nmk demo\n  nmk model pull smollm2-135m-instruct\n  nmk model info qwen2.5-coder-0.5b-instruct\n  nmk run \"Name the capital city of France.\"\n  nmk run --raw --max-tokens 8 \"The capital of France is\"\n  nmk tokenize --json \"Hello, world\"\n  nmk ledger verify\n  nmk ledger show --limit 5 --json\n  nmk ledger export --out ledger.jsonl\n  nmk ledger verify --file ledger.jsonl --head 41:3f…\n  nmk gate examples/gaps/gcd.toml my_gcd.py --register\n  nmk learn examples/gaps/*.toml\n  nmk primitives list\n  nmk primitives call gcd \"[12, 18]\"\n\nExit codes: 0 success, 1 a check failed (broken ledger, failed demo), 2 usage error, 3 runtime error.\nLogging: set RUST_LOG (e.g. RUST_LOG=nmk=debug).")]
+#[command(name = "nmk", version, about, long_about = None, after_help = "Examples:\n  nmk demo\n  nmk model pull smollm2-135m-instruct\n  nmk model info qwen2.5-coder-0.5b-instruct\n  nmk run \"Name the capital city of France.\"\n  nmk run --raw --max-tokens 8 \"The capital of France is\"\n  nmk run --shape-json \"Give a JSON object with keys name and age.\"\n  nmk tokenize --json \"Hello, world\"\n  nmk ledger verify\n  nmk ledger show --limit 5 --json\n  nmk ledger export --out ledger.jsonl\n  nmk ledger verify --file ledger.jsonl --head 41:3f…\n  nmk gate examples/gaps/gcd.toml my_gcd.py --register\n  nmk learn examples/gaps/*.toml\n  nmk primitives list\n  nmk primitives call gcd \"[12, 18]\"\n\nExit codes: 0 success, 1 a check failed (broken ledger, failed demo), 2 usage error, 3 runtime error.\nLogging: set RUST_LOG (e.g. RUST_LOG=nmk=debug).")]
 struct Cli {
     /// Kernel home (ledger database and state). Default: $NMK_HOME, else ~/.local/share/nmk.
     #[arg(long, global = true, env = "NMK_HOME")]
@@ -37,7 +38,8 @@ enum Command {
     /// Read, verify and export the proof ledger.
     #[command(subcommand)]
     Ledger(commands::ledger::LedgerCommand),
-    /// Generate from the bare model (no kernel): streams tokens; --json reports ids and timings.
+    /// Generate from the model, each token judged by the kernel's gate (forbidden ids, a JSON
+    /// or regex shape): streams tokens; --json reports ids, timings and the gate's counts.
     Run(commands::run::RunArgs),
     /// Measure prefill and decode speed, peak memory and the roofline fraction.
     Bench(commands::bench::BenchArgs),

@@ -5,10 +5,13 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use nmk_det::{ContentHash, Value, hash_bytes, hash_value};
 use nmk_kernel::ledger::ModelBinding;
+use nmk_kernel::output_gate::OutputGate;
 use nmk_kernel::proposer::{Proposal, Proposer, ProposerError};
 use nmk_neural::engine::{SamplingParams, StopReason};
 use nmk_neural::models::find_model;
 use nmk_neural::text::{PromptMode, TextModel};
+
+use crate::token_gate::KernelTokenGate;
 
 /// A local model behind the kernel's `Proposer` trait.
 pub struct NeuralProposer {
@@ -97,9 +100,19 @@ impl NeuralProposer {
             .model
             .encode(prompt, PromptMode::Chat)
             .map_err(|e| err(&e))?;
+        // Proposals go through the kernel's gate too (no shape: the commit trap and the
+        // admission pipeline judge the finished text), so no model token bypasses the kernel.
+        let mut gate = KernelTokenGate::new(OutputGate::new(), self.model.tokenizer());
         let c = self
             .model
-            .generate_ids(&ids, max_tokens as usize, sampling, seed, &mut |_| {})
+            .generate_ids(
+                &ids,
+                max_tokens as usize,
+                sampling,
+                seed,
+                &mut gate,
+                &mut |_| {},
+            )
             .map_err(|e| err(&e))?;
         Ok(Proposal {
             text: c.text,

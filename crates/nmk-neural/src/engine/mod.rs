@@ -15,6 +15,7 @@
 //! [`attention`], [`kv_cache`], [`model`] (the forward), [`hooks`], [`sampling`], [`session`], [`park`] (the byte
 //! format of a parked session).
 //! [`speculate`]: speculative greedy decoding (prompt-lookup drafts, batched verify, rollback).
+//! [`token_gate`]: the commit gate per token (accept, mask-and-resample, stop).
 
 pub mod attention;
 pub mod config;
@@ -30,6 +31,7 @@ pub mod rope;
 pub mod sampling;
 pub mod session;
 pub mod speculate;
+pub mod token_gate;
 pub mod weights;
 
 pub use config::{Arch, ModelConfig, MoeConfig, RopeStyle, Scales};
@@ -43,9 +45,10 @@ pub use model::{LogitsWanted, Model, Scratch};
 pub use park::{PARK_MAGIC, PARK_VERSION};
 pub use sampling::{Rng, Sampler, SamplingParams, argmax};
 pub use session::{
-    GenerateParams, Generated, MAX_BATCH, Session, SessionOptions, SessionSnapshot, StepOut,
-    StopReason,
+    GatedGeneration, GenerateParams, Generated, MAX_BATCH, Session, SessionOptions,
+    SessionSnapshot, StepOut, StopReason,
 };
 pub use speculate::{
     Drafter, PromptLookup, SpeculativeOutput, SpeculativeParams, speculative_greedy,
 };
+pub use token_gate::{AcceptAll, DEFAULT_MAX_RESAMPLES, GateCounts, TokenGate, TokenVerdict};

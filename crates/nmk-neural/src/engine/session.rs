@@ -19,6 +19,7 @@ use super::kv_cache::{KvCache, KvSnapshot};
 use super::linear::Threads;
 use super::model::{LogitsWanted, Model, Scratch};
 use super::sampling::{Rng, Sampler, SamplingParams};
+use super::token_gate::{DEFAULT_MAX_RESAMPLES, GateCounts, TokenGate, TokenVerdict};
 
 /// Largest internal forward batch a session accepts.
 pub const MAX_BATCH: usize = 4096;
@@ -67,6 +68,11 @@ pub enum StopReason {
     MaxTokens,
     /// A stop token was selected (it is not part of the output and was not fed).
     StopToken(u32),
+    /// The token gate ended the generation ([`TokenVerdict::Stop`]).
+    GateStop,
+    /// The token gate refused every candidate it was offered at one position (the resample
+    /// cap was reached, or no selectable token was left).
+    GateExhausted,
 }
 
 /// Parameters of [`Session::generate`].
@@ -87,6 +93,17 @@ pub struct Generated {
     pub tokens: Vec<u32>,
     /// Why it stopped.
     pub stop: StopReason,
+}
+
+/// The output of [`Session::generate_gated`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatedGeneration {
+    /// Tokens accepted and fed (an accepted stop token excluded).
+    pub tokens: Vec<u32>,
+    /// Why it stopped.
+    pub stop: StopReason,
+    /// What the gate decided.
+    pub counts: GateCounts,
 }
 
 /// Everything needed to resume a session exactly.
@@ -447,6 +464,79 @@ impl Session {
             tokens: out,
             stop: StopReason::MaxTokens,
         })
+    }
+
+    /// Generates up to `params.max_tokens` tokens, each one judged by `gate` before it is fed
+    /// or emitted (see [`super::token_gate`]). With a gate that accepts everything this is
+    /// [`Session::generate`], token for token. A refused candidate is masked (−∞) for this
+    /// position only and selection runs again on the same logits; after
+    /// [`DEFAULT_MAX_RESAMPLES`] refusals at one position, or when nothing selectable is left,
+    /// generation ends with [`StopReason::GateExhausted`] and nothing more is fed.
+    pub fn generate_gated(
+        &mut self,
+        params: &GenerateParams,
+        gate: &mut dyn TokenGate,
+        on_token: &mut dyn FnMut(u32),
+    ) -> Result<GatedGeneration> {
+        params.sampling.validate()?;
+        let mut out = GatedGeneration {
+            tokens: Vec::with_capacity(params.max_tokens),
+            stop: StopReason::MaxTokens,
+            counts: GateCounts::default(),
+        };
+        let mut logits = Vec::new();
+        while out.tokens.len() < params.max_tokens {
+            let pos = self.tokens.len() as u64;
+            logits.clear();
+            logits.extend_from_slice(self.ready()?);
+            gate.mask(pos, &mut logits);
+            let mut refused = 0usize;
+            let chosen = loop {
+                let Ok(t) =
+                    self.sampler
+                        .select(&logits, &params.sampling, &self.tokens, &mut self.rng)
+                else {
+                    break None;
+                };
+                let is_stop = params.stop_tokens.contains(&t);
+                match gate.judge(pos, t, is_stop) {
+                    TokenVerdict::Accept => {
+                        out.counts.accepted += 1;
+                        break Some((t, is_stop));
+                    }
+                    TokenVerdict::Stop => {
+                        out.stop = StopReason::GateStop;
+                        return Ok(out);
+                    }
+                    TokenVerdict::Resample => {
+                        out.counts.resampled += 1;
+                        refused += 1;
+                        if refused >= DEFAULT_MAX_RESAMPLES {
+                            break None;
+                        }
+                        if let Some(l) = logits.get_mut(t as usize) {
+                            *l = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+            };
+            match chosen {
+                None => {
+                    out.stop = StopReason::GateExhausted;
+                    return Ok(out);
+                }
+                Some((t, true)) => {
+                    out.stop = StopReason::StopToken(t);
+                    return Ok(out);
+                }
+                Some((t, false)) => {
+                    self.feed(t)?;
+                    out.tokens.push(t);
+                    on_token(t);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Captures everything the session's future depends on.

@@ -1,4 +1,5 @@
-//! `nmk run` and `nmk tokenize`: the bare model, streamed, and its tokenizer.
+//! `nmk run` and `nmk tokenize`: the model, streamed through the kernel's per-token gate, and
+//! its tokenizer.
 
 use std::io::Write;
 
@@ -10,6 +11,7 @@ use nmk_neural::text::{PromptMode, TextModel};
 use super::Output;
 use super::model::resolve_with_progress;
 use crate::exit::Code;
+use crate::token_gate::KernelTokenGate;
 
 /// Which model and how to sample.
 #[derive(Debug, Args)]
@@ -50,6 +52,17 @@ pub struct RunArgs {
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Token ids the kernel's gate forbids (masked before every selection); repeatable.
+    #[arg(long = "forbid-id", value_name = "ID")]
+    forbid_ids: Vec<u32>,
+    /// The kernel's gate keeps the output a JSON value: a token that would break it is
+    /// refused and another one selected, and the output may not end before the value is whole.
+    #[arg(long)]
+    shape_json: bool,
+    /// The kernel's gate keeps the output a whole match of this regular expression (syntax of
+    /// the `regex` crate), token by token.
+    #[arg(long, value_name = "REGEX")]
+    shape_regex: Option<String>,
 }
 
 /// Options of `nmk tokenize`.
@@ -96,7 +109,27 @@ pub fn run(out: &Output, args: &RunArgs) -> Result<Code> {
             let _ = lock.flush();
         }
     };
-    let c = m.generate_ids(&ids, args.max_tokens, &sampling, args.seed, &mut on_text)?;
+    let gate = match crate::token_gate::build_gate(
+        &args.forbid_ids,
+        args.shape_json,
+        args.shape_regex.as_deref(),
+    ) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Code::Usage);
+        }
+    };
+    let mut gate = KernelTokenGate::new(gate, m.tokenizer());
+    let c = m.generate_ids(
+        &ids,
+        args.max_tokens,
+        &sampling,
+        args.seed,
+        &mut gate,
+        &mut on_text,
+    )?;
+    let gate = gate.gate();
     let prefill_tps = c.prompt_ids.len() as f64 / c.prefill_s.max(1e-9);
     let decode_tps = c.ids.len() as f64 / c.decode_s.max(1e-9);
     if out.json {
@@ -110,14 +143,22 @@ pub fn run(out: &Output, args: &RunArgs) -> Result<Code> {
             "decode_s": c.decode_s,
             "prefill_tokens_per_s": prefill_tps,
             "decode_tokens_per_s": decode_tps,
+            "gate": gate.summary(),
         }));
     } else {
         println!();
         eprintln!(
-            "[{} prompt tokens at {prefill_tps:.0} tok/s, {} generated at {decode_tps:.1} tok/s, stop: {:?}]",
+            "[{} prompt tokens at {prefill_tps:.0} tok/s, {} generated at {decode_tps:.1} tok/s, stop: {:?}; gate: {} accepted, {} refused{}]",
             c.prompt_ids.len(),
             c.ids.len(),
-            c.stop
+            c.stop,
+            gate.stats().accepted,
+            c.gate.resampled,
+            if gate.complete() {
+                ""
+            } else {
+                ", shape incomplete"
+            }
         );
     }
     Ok(Code::Success)
