@@ -45,6 +45,7 @@ fn prompts() -> Vec<Vec<u32>> {
 fn opts() -> ProveOptions {
     ProveOptions {
         steps: 10,
+        research: true,
         ..ProveOptions::default()
     }
 }
@@ -100,7 +101,7 @@ fn assert_all_pass(r: &ProofReport, not_applicable: &[&str]) {
 #[test]
 fn dense_model_passes_every_applicable_battery() {
     let r = run_batteries(dense_model(), &prompts(), &opts()).unwrap();
-    assert_eq!(r.batteries.len(), 11);
+    assert_eq!(r.batteries.len(), 12);
     assert_all_pass(&r, &["expert_mask", "router_tap"]);
 }
 
@@ -174,6 +175,32 @@ fn isolation_witness_that_keeps_the_expert_is_caught() {
     assert_eq!(b.status, Status::Fail);
     assert!(b.max_abs_delta > 0.0);
     assert_eq!(r.failures().count(), 1);
+}
+
+#[test]
+fn mode_b_runs_only_with_research_and_its_zero_identity_is_checked() {
+    let plain = ProveOptions {
+        research: false,
+        ..opts()
+    };
+    let r = run_batteries(dense_model(), &prompts(), &plain).unwrap();
+    assert_eq!(battery(&r, "mode_b_injector").status, Status::NotApplicable);
+    for model in [dense_model(), moe_model()] {
+        let r = run_batteries(model.clone(), &prompts(), &opts()).unwrap();
+        let b = battery(&r, "mode_b_injector");
+        assert_eq!(b.status, Status::Pass, "{:?}", b.reason);
+        assert_eq!(b.max_abs_delta, 0.0);
+        assert!(b.liveness_delta > 0.0);
+        // An injector whose "zero" up is not zero is caught.
+        let o = ProveOptions {
+            fault: Some(Fault::ModeBUpNotZero),
+            ..opts()
+        };
+        let r = run_batteries(model, &prompts(), &o).unwrap();
+        let b = battery(&r, "mode_b_injector");
+        assert_eq!(b.status, Status::Fail);
+        assert_eq!(r.failures().count(), 1);
+    }
 }
 
 #[test]

@@ -13,7 +13,7 @@ fn nmk(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-const BATTERIES: [&str; 11] = [
+const BATTERIES: [&str; 12] = [
     "repeat_runs",
     "threads_1_vs_2",
     "chunked_prefill",
@@ -25,6 +25,7 @@ const BATTERIES: [&str; 11] = [
     "expert_mask",
     "router_tap",
     "lane_interleaving",
+    "mode_b_injector",
 ];
 
 #[test]
@@ -37,6 +38,7 @@ fn prove_passes_on_smollm2_and_writes_the_report() {
         "smollm2-135m-instruct",
         "--steps",
         "8",
+        "--research",
         "--report",
         file.to_str().unwrap(),
     ]);

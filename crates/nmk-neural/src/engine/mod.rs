@@ -16,6 +16,7 @@
 //! format of a parked session).
 //! [`speculate`]: speculative greedy decoding (prompt-lookup drafts, batched verify, rollback).
 //! [`token_gate`]: the commit gate per token (accept, mask-and-resample, stop).
+//! [`mode_b`]: the research residual injector.
 
 pub mod attention;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod error;
 pub mod hooks;
 pub mod kv_cache;
 pub mod linear;
+pub mod mode_b;
 pub mod model;
 pub mod moe;
 pub mod ops;
@@ -41,6 +43,7 @@ pub use hooks::{
     ResidualAdd, ResidualRecorder, RouterObserver,
 };
 pub use kv_cache::{KvCache, KvSnapshot};
+pub use mode_b::ModeBInjector;
 pub use model::{LogitsWanted, Model, Scratch};
 pub use park::{PARK_MAGIC, PARK_VERSION};
 pub use sampling::{Rng, Sampler, SamplingParams, argmax};

@@ -8,9 +8,9 @@ use super::report::{BatteryReport, Status};
 use super::trace::{Cmp, Trace, token_hash};
 use super::{Fault, ProveOptions};
 use crate::engine::{
-    Drafter, EngineError, ExpertMask, ForbiddenIds, LayerRoute, Model, PromptLookup, ResidualAdd,
-    ResidualRecorder, RouterObserver, SamplingParams, Session, SessionOptions, SessionSnapshot,
-    SpeculativeParams, speculative_greedy,
+    Drafter, EngineError, ExpertMask, ForbiddenIds, LayerRoute, ModeBInjector, Model, PromptLookup,
+    ResidualAdd, ResidualRecorder, RouterObserver, SamplingParams, Session, SessionOptions,
+    SessionSnapshot, SpeculativeParams, speculative_greedy,
 };
 
 /// A battery's failure to run at all (it becomes a [`Status::Fail`] with this reason).
@@ -190,7 +190,7 @@ type Battery = fn(&Ctx<'_>) -> BResult<Ran>;
 
 /// Runs every battery in a fixed order.
 pub(crate) fn run_all(ctx: &Ctx<'_>) -> Vec<BatteryReport> {
-    let list: [(&str, Battery); 11] = [
+    let list: [(&str, Battery); 12] = [
         ("repeat_runs", repeat_runs),
         ("threads_1_vs_2", threads),
         ("chunked_prefill", chunked_prefill),
@@ -202,6 +202,7 @@ pub(crate) fn run_all(ctx: &Ctx<'_>) -> Vec<BatteryReport> {
         ("expert_mask", expert_mask),
         ("router_tap", router_tap),
         ("lane_interleaving", lanes),
+        ("mode_b_injector", mode_b),
     ];
     list.iter()
         .map(|(name, f)| {
@@ -1038,6 +1039,65 @@ fn isolation_against_rewrite(
         "isolation: expert {expert} forbidden in every layer equals the file rewritten without it"
     ));
     Ok(())
+}
+
+/// The Mode-B injector (research, `--research`): after the middle block, armed with a zero
+/// `up` and a result vector of ones, and disarmed with a random `up`, it is the identity; armed
+/// with a random `up` it changes the logits.
+fn mode_b(ctx: &Ctx<'_>) -> BResult<Ran> {
+    if !ctx.opts.research {
+        return Ok(Ran::Skip(
+            Status::NotApplicable,
+            "research mechanism: run with --research".to_owned(),
+        ));
+    }
+    let (p, base) = ctx.primary();
+    let cfg = ctx.model.config();
+    let layer = cfg.n_layer / 2;
+    let mut o = Outcome::new(
+        "greedy run without hooks",
+        &format!(
+            "Mode-B injector after block {layer} (bottleneck 64, result 16): armed with up = 0 \
+             and result = ones; disarmed with up ~ N(0, 0.02)"
+        ),
+        "armed with up ~ N(0, 0.02) and result = ones",
+    );
+    o.prompts.push(p.to_vec());
+    o.positions = (0..(p.len() + ctx.steps()) as u64).collect();
+    let injector = |up: bool, armed: bool| -> BResult<ModeBInjector> {
+        let mut inj = ModeBInjector::new(layer, cfg.n_embd, 7);
+        inj.set_result(&[1.0; crate::engine::mode_b::DEFAULT_RESULT_DIM])
+            .map_err(|e| EngineError::Hook {
+                site: "mode_b",
+                reason: e.0,
+            })?;
+        if up {
+            inj.randomize_up(11, 0.02);
+        }
+        inj.armed = armed;
+        Ok(inj)
+    };
+    let mut zero = injector(false, true)?;
+    if ctx.opts.fault == Some(Fault::ModeBUpNotZero) {
+        zero.randomize_up(11, 0.02);
+    }
+    for (label, inj) in [
+        ("armed, up = 0", zero),
+        ("disarmed, up random", injector(true, false)?),
+    ] {
+        let mut s = ctx.session(|_| {})?;
+        s.hooks_mut().add_post_block(Box::new(inj));
+        let t = Trace::run(&mut s, p, ctx.steps())?;
+        o.ident.rows(label, &base.rows, &t.rows);
+        o.ident.tokens(label, &base.tokens, &t.tokens);
+    }
+    let mut s = ctx.session(|_| {})?;
+    s.hooks_mut()
+        .add_post_block(Box::new(injector(true, true)?));
+    let live = Trace::run(&mut s, p, ctx.steps())?;
+    o.live.rows("armed, up random", &base.rows, &live.rows);
+    o.hashes.push(token_hash(&live.tokens));
+    Ok(Ran::Done(Box::new(o)))
 }
 
 fn router_tap(ctx: &Ctx<'_>) -> BResult<Ran> {

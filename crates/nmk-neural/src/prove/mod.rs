@@ -50,6 +50,8 @@ pub enum Fault {
     /// The expert-mask battery's isolation witness is the original file, still holding the
     /// masked expert, instead of the file rewritten without it.
     RewriteKeepsExpert,
+    /// The Mode-B battery's "zero up" injector has one non-zero `up` weight.
+    ModeBUpNotZero,
 }
 
 /// How the batteries run.
@@ -65,6 +67,8 @@ pub struct ProveOptions {
     pub batch: usize,
     /// Where parked snapshots are written (default: the system temporary directory).
     pub park_dir: Option<PathBuf>,
+    /// Also run the research batteries (the Mode-B injector).
+    pub research: bool,
     /// A deliberately broken mechanism (tests only).
     pub fault: Option<Fault>,
 }
@@ -77,6 +81,7 @@ impl Default for ProveOptions {
             speculate_ks: vec![1, 3, 5],
             batch: 32,
             park_dir: None,
+            research: false,
             fault: None,
         }
     }

@@ -29,6 +29,9 @@ pub struct ProveArgs {
     /// Greedy decode steps per run (at least 4).
     #[arg(long, default_value_t = 12)]
     steps: usize,
+    /// Also run the research batteries (the Mode-B residual injector).
+    #[arg(long)]
+    research: bool,
 }
 
 /// The prompts: the first is input-grounded (the answer copies the prompt), so prompt-lookup
@@ -113,6 +116,7 @@ pub fn run(out: &Output, args: &ProveArgs) -> Result<Code> {
         .collect::<Result<Vec<_>, _>>()?;
     let opts = ProveOptions {
         steps: args.steps,
+        research: args.research,
         ..ProveOptions::default()
     };
     let report = run_batteries(m.model().clone(), &prompts, &opts)?;
