@@ -206,8 +206,8 @@ fn smollm2_snapshot_restore_trim_bitwise_and_hook_liveness() {
     assert_eq!((t1.as_slice(), l1.as_slice()), (&toks[..6], &logs[..6]));
     let snap = s.snapshot().unwrap();
     let _ = decode(&mut s, 5);
-    // Through the park byte format (bound to the model's SHA-256).
-    let id = [0xb1u8; 32];
+    // Through the park byte format (bound to the model's and tokenizer's SHA-256).
+    let id = nmk_neural::engine::ParkBinding::of(&m).unwrap();
     let parked = snap.to_bytes(&id);
     let snap = nmk_neural::engine::SessionSnapshot::from_bytes(&parked, &id).unwrap();
     s.restore(&snap).unwrap();

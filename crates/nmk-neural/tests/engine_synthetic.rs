@@ -661,8 +661,11 @@ fn reseal(body: &[u8]) -> Vec<u8> {
 
 #[test]
 fn park_to_bytes_and_resume_bitwise() {
-    use nmk_neural::engine::SessionSnapshot;
-    let id = [7u8; 32];
+    use nmk_neural::engine::{ParkBinding, SessionSnapshot};
+    let id = ParkBinding {
+        model: [7u8; 32],
+        tokenizer: [9u8; 32],
+    };
     for window in [None, Some(6)] {
         let m = model_of(&llama_spec());
         let o = SessionOptions {
@@ -691,7 +694,19 @@ fn park_to_bytes_and_resume_bitwise() {
         let park = |b: &[u8]| SessionSnapshot::from_bytes(b, &id);
         let is_park =
             |r: Result<SessionSnapshot, EngineError>| matches!(r, Err(EngineError::Park { .. }));
-        assert!(is_park(SessionSnapshot::from_bytes(&bytes, &[8u8; 32])));
+        let other_model = ParkBinding {
+            model: [8u8; 32],
+            ..id
+        };
+        let other_tokenizer = ParkBinding {
+            tokenizer: [8u8; 32],
+            ..id
+        };
+        assert!(is_park(SessionSnapshot::from_bytes(&bytes, &other_model)));
+        assert!(is_park(SessionSnapshot::from_bytes(
+            &bytes,
+            &other_tokenizer
+        )));
         for cut in [0, 1, 31, 40, bytes.len() / 2, bytes.len() - 1] {
             assert!(is_park(park(&bytes[..cut])), "cut {cut}");
         }
@@ -699,17 +714,18 @@ fn park_to_bytes_and_resume_bitwise() {
         flipped[60] ^= 1;
         assert!(is_park(park(&flipped)));
         let body = &bytes[..bytes.len() - 32];
-        let mut v2 = body.to_vec();
-        v2[8] = 2;
-        assert!(is_park(park(&reseal(&v2))));
-        // The kv_dim field (offset 44): huge, then zero (decodes, refused by restore).
+        let mut v1 = body.to_vec();
+        v1[8] = 1;
+        assert!(is_park(park(&reseal(&v1))));
+        // The kv_dim field (offset 76, after magic, version and the two hashes): huge, then
+        // zero (decodes, refused by restore).
         let mut huge = body.to_vec();
-        huge[44..52].copy_from_slice(&u64::MAX.to_le_bytes());
+        huge[76..84].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(is_park(park(&reseal(&huge))));
-        // Zero kv_dim with a huge layer count (offset 52) must not loop.
+        // Zero kv_dim with a huge layer count (offset 84) must not loop.
         let mut layers = body.to_vec();
-        layers[44..52].copy_from_slice(&0u64.to_le_bytes());
-        layers[52..60].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+        layers[76..84].copy_from_slice(&0u64.to_le_bytes());
+        layers[84..92].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
         assert!(is_park(park(&reseal(&layers))));
         let mut extra = body.to_vec();
         extra.push(0);

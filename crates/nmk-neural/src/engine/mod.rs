@@ -45,7 +45,7 @@ pub use hooks::{
 pub use kv_cache::{KvCache, KvSnapshot};
 pub use mode_b::ModeBInjector;
 pub use model::{LogitsWanted, Model, Scratch};
-pub use park::{PARK_MAGIC, PARK_VERSION};
+pub use park::{PARK_MAGIC, PARK_VERSION, ParkBinding};
 pub use sampling::{Rng, Sampler, SamplingParams, argmax};
 pub use session::{
     GatedGeneration, GenerateParams, Generated, MAX_BATCH, Session, SessionOptions,

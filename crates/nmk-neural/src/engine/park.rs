@@ -1,7 +1,8 @@
 //! Parking a session: the versioned byte format of a [`SessionSnapshot`], bound to the
 //! identity of the model it was taken on.
 //!
-//! Layout (little-endian): magic `NMKPARK\0`, version `u32`, the 32-byte model id, the KV part
+//! Layout (little-endian): magic `NMKPARK\0`, version `u32`, the [`ParkBinding`] (32-byte
+//! SHA-256 of the model file, 32-byte SHA-256 of its tokenizer definition), the KV part
 //! (kv dim, layers, window or 0, base position, entry count, then per layer the keys and values
 //! as f32), the token history (`u64` count, `u32` ids), the logits position (`u64::MAX` = none)
 //! and logits (`u64` count, f32), the four `u64` words of the PRNG state, and a SHA-256 of
@@ -16,7 +17,37 @@ use super::error::{EngineError, Result};
 /// First bytes of a parked session.
 pub const PARK_MAGIC: [u8; 8] = *b"NMKPARK\0";
 /// Version of the format written.
-pub const PARK_VERSION: u32 = 1;
+pub const PARK_VERSION: u32 = 2;
+
+/// What a parked session is bound to: the model file and its tokenizer. A snapshot is refused
+/// by a session of any other model or tokenizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParkBinding {
+    /// SHA-256 of the GGUF file's bytes.
+    pub model: [u8; 32],
+    /// SHA-256 of the tokenizer definition: the file's `tokenizer.*` metadata, GGUF-encoded
+    /// in file order.
+    pub tokenizer: [u8; 32],
+}
+
+impl ParkBinding {
+    /// The binding of `model` (hashes the whole file: compute it once per model).
+    pub fn of(model: &super::Model) -> Result<ParkBinding> {
+        let file = model.file();
+        let model_hash: [u8; 32] = Sha256::digest(file.bytes()).into();
+        let mut w = crate::gguf::GgufWriter::new();
+        for (k, v) in file.metadata().entries() {
+            if k.starts_with("tokenizer.") {
+                w.add(k.clone(), v.clone())?;
+            }
+        }
+        let tokenizer: [u8; 32] = Sha256::digest(w.to_bytes()?).into();
+        Ok(ParkBinding {
+            model: model_hash,
+            tokenizer,
+        })
+    }
+}
 
 pub(crate) fn park_err(reason: impl Into<String>) -> EngineError {
     EngineError::Park {
@@ -25,10 +56,11 @@ pub(crate) fn park_err(reason: impl Into<String>) -> EngineError {
 }
 
 /// Appends the header.
-pub(crate) fn write_header(out: &mut Vec<u8>, model_id: &[u8; 32]) {
+pub(crate) fn write_header(out: &mut Vec<u8>, binding: &ParkBinding) {
     out.extend_from_slice(&PARK_MAGIC);
     out.extend_from_slice(&PARK_VERSION.to_le_bytes());
-    out.extend_from_slice(model_id);
+    out.extend_from_slice(&binding.model);
+    out.extend_from_slice(&binding.tokenizer);
 }
 
 pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
@@ -54,8 +86,8 @@ pub(crate) struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    /// Checks the checksum, magic, version and model id; returns a reader over the body.
-    pub(crate) fn open(bytes: &'a [u8], model_id: &[u8; 32]) -> Result<Reader<'a>> {
+    /// Checks the checksum, magic, version and binding; returns a reader over the body.
+    pub(crate) fn open(bytes: &'a [u8], binding: &ParkBinding) -> Result<Reader<'a>> {
         let body_len = bytes
             .len()
             .checked_sub(32)
@@ -74,8 +106,11 @@ impl<'a> Reader<'a> {
                 "format version {version}, this build reads {PARK_VERSION}"
             )));
         }
-        if r.take(32)? != model_id {
+        if r.take(32)? != binding.model {
             return Err(park_err("parked on a different model"));
+        }
+        if r.take(32)? != binding.tokenizer {
+            return Err(park_err("parked with a different tokenizer"));
         }
         Ok(r)
     }

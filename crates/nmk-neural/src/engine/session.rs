@@ -18,6 +18,7 @@ use super::hooks::{HookSet, LayerRoute};
 use super::kv_cache::{KvCache, KvSnapshot};
 use super::linear::Threads;
 use super::model::{LogitsWanted, Model, Scratch};
+use super::park::ParkBinding;
 use super::sampling::{Rng, Sampler, SamplingParams};
 use super::token_gate::{DEFAULT_MAX_RESAMPLES, GateCounts, TokenGate, TokenVerdict};
 
@@ -117,12 +118,12 @@ pub struct SessionSnapshot {
 }
 
 impl SessionSnapshot {
-    /// The park encoding of this snapshot, bound to `model_id` (e.g. the SHA-256 of the GGUF
-    /// file): see [`super::park`].
-    pub fn to_bytes(&self, model_id: &[u8; 32]) -> Vec<u8> {
+    /// The park encoding of this snapshot, bound to a model and tokenizer
+    /// ([`ParkBinding::of`]): see [`super::park`].
+    pub fn to_bytes(&self, binding: &ParkBinding) -> Vec<u8> {
         use super::park::{put_f32s, put_u64, seal, write_header};
         let mut out = Vec::with_capacity(self.kv.data_bytes() + self.logits.len() * 4 + 256);
-        write_header(&mut out, model_id);
+        write_header(&mut out, binding);
         self.kv.encode(&mut out);
         put_u64(&mut out, self.tokens.len() as u64);
         for t in &self.tokens {
@@ -138,11 +139,12 @@ impl SessionSnapshot {
         out
     }
 
-    /// Decodes a parked snapshot; fails unless it was parked on `model_id` by this format
-    /// version and is intact. [`Session::restore`] then checks it against the live model.
-    pub fn from_bytes(bytes: &[u8], model_id: &[u8; 32]) -> Result<SessionSnapshot> {
+    /// Decodes a parked snapshot; fails unless it was parked under `binding` (same model file,
+    /// same tokenizer) by this format version and is intact. [`Session::restore`] then checks
+    /// it against the live model.
+    pub fn from_bytes(bytes: &[u8], binding: &ParkBinding) -> Result<SessionSnapshot> {
         use super::park::Reader;
-        let mut r = Reader::open(bytes, model_id)?;
+        let mut r = Reader::open(bytes, binding)?;
         let kv = KvSnapshot::decode(&mut r)?;
         let n_tokens = r.count()?;
         let tokens = r.u32s(n_tokens)?;

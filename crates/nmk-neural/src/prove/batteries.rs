@@ -8,9 +8,9 @@ use super::report::{BatteryReport, Status};
 use super::trace::{Cmp, Trace, token_hash};
 use super::{Fault, ProveOptions};
 use crate::engine::{
-    Drafter, EngineError, ExpertMask, ForbiddenIds, LayerRoute, ModeBInjector, Model, PromptLookup,
-    ResidualAdd, ResidualRecorder, RouterObserver, SamplingParams, Session, SessionOptions,
-    SessionSnapshot, SpeculativeParams, speculative_greedy,
+    Drafter, EngineError, ExpertMask, ForbiddenIds, LayerRoute, ModeBInjector, Model, ParkBinding,
+    PromptLookup, ResidualAdd, ResidualRecorder, RouterObserver, SamplingParams, Session,
+    SessionOptions, SessionSnapshot, SpeculativeParams, speculative_greedy,
 };
 
 /// A battery's failure to run at all (it becomes a [`Status::Fail`] with this reason).
@@ -29,7 +29,7 @@ pub(crate) struct Ctx<'a> {
     model: Arc<Model>,
     prompts: &'a [Vec<u32>],
     opts: &'a ProveOptions,
-    model_id: [u8; 32],
+    binding: ParkBinding,
     /// Plain greedy run of each prompt: fresh session, default options, one thread.
     baselines: Vec<Trace>,
 }
@@ -40,13 +40,13 @@ impl<'a> Ctx<'a> {
         model: Arc<Model>,
         prompts: &'a [Vec<u32>],
         opts: &'a ProveOptions,
-        model_id: [u8; 32],
+        binding: ParkBinding,
     ) -> Result<Ctx<'a>, EngineError> {
         let mut ctx = Ctx {
             model,
             prompts,
             opts,
-            model_id,
+            binding,
             baselines: Vec::new(),
         };
         for p in prompts {
@@ -415,7 +415,7 @@ fn trap_plane(ctx: &Ctx<'_>) -> BResult<Ran> {
 
 /// Offset of the first KV value in a parked snapshot: magic, version, model id, then five
 /// `u64` KV header fields (see `engine::park`).
-const PARK_KV_DATA: usize = 8 + 4 + 32 + 5 * 8;
+const PARK_KV_DATA: usize = 8 + 4 + 32 + 32 + 5 * 8;
 
 /// Alters the first KV values of parked `bytes` and recomputes the checksum, so the format
 /// accepts it and only the content is wrong.
@@ -498,13 +498,13 @@ fn park_resume(ctx: &Ctx<'_>) -> BResult<Ran> {
         s.prefill(p)?;
         let mut head = Trace::default();
         head.decode(&mut s, j)?;
-        let mut bytes = s.snapshot()?.to_bytes(&ctx.model_id);
+        let mut bytes = s.snapshot()?.to_bytes(&ctx.binding);
         drop(s);
         if ctx.opts.fault == Some(Fault::CorruptRestoredSnapshot) {
             bytes = corrupt_and_reseal(&bytes);
         }
         let back = disk_round_trip(ctx, &bytes, j)?;
-        let snap = SessionSnapshot::from_bytes(&back, &ctx.model_id)?;
+        let snap = SessionSnapshot::from_bytes(&back, &ctx.binding)?;
         let mut r = ctx.session(|_| {})?;
         r.restore(&snap)?;
         let mut t = Trace::default();
@@ -527,27 +527,31 @@ fn park_resume(ctx: &Ctx<'_>) -> BResult<Ran> {
     // content corruption that passes the format changes the output (or is refused).
     let mut s = ctx.session(|_| {})?;
     s.prefill(p)?;
-    let bytes = s.snapshot()?.to_bytes(&ctx.model_id);
+    let bytes = s.snapshot()?.to_bytes(&ctx.binding);
     let mut flipped = bytes.clone();
     if let Some(b) = flipped.get_mut(PARK_KV_DATA) {
         *b ^= 0x10;
     }
-    match SessionSnapshot::from_bytes(&flipped, &ctx.model_id) {
+    match SessionSnapshot::from_bytes(&flipped, &ctx.binding) {
         Err(e) => o.notes.push(format!("flipped byte refused: {e}")),
         Ok(_) => o
             .problems
             .push("a parked file with a flipped byte was accepted".to_owned()),
     }
-    let mut other = ctx.model_id;
-    other[0] ^= 1;
-    match SessionSnapshot::from_bytes(&bytes, &other) {
-        Err(e) => o.notes.push(format!("other model id refused: {e}")),
-        Ok(_) => o
-            .problems
-            .push("a parked file was accepted for another model".to_owned()),
+    let mut other_model = ctx.binding;
+    other_model.model[0] ^= 1;
+    let mut other_tokenizer = ctx.binding;
+    other_tokenizer.tokenizer[0] ^= 1;
+    for (what, other) in [("model", other_model), ("tokenizer", other_tokenizer)] {
+        match SessionSnapshot::from_bytes(&bytes, &other) {
+            Err(e) => o.notes.push(format!("other {what} refused: {e}")),
+            Ok(_) => o
+                .problems
+                .push(format!("a parked file was accepted for another {what}")),
+        }
     }
     let bad = corrupt_and_reseal(&bytes);
-    let restored = SessionSnapshot::from_bytes(&bad, &ctx.model_id).and_then(|snap| {
+    let restored = SessionSnapshot::from_bytes(&bad, &ctx.binding).and_then(|snap| {
         let mut r = ctx.session(|_| {})?;
         r.restore(&snap)?;
         Ok(r)

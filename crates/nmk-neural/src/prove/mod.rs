@@ -125,8 +125,9 @@ pub fn run_batteries(
         n_vocab: cfg.n_vocab,
         n_expert: cfg.moe.as_ref().map(|m| m.n_expert),
     };
-    let model_id = model_sha256(&model);
-    let ctx = batteries::Ctx::new(model, prompts, opts, model_id).map_err(ProveError::Baseline)?;
+    let binding = crate::engine::ParkBinding::of(&model).map_err(ProveError::Baseline)?;
+    let model_id = binding.model;
+    let ctx = batteries::Ctx::new(model, prompts, opts, binding).map_err(ProveError::Baseline)?;
     let batteries = batteries::run_all(&ctx);
     let all_passed = batteries.iter().all(|b| b.status != Status::Fail);
     Ok(ProofReport {

@@ -153,7 +153,7 @@ fn park_section(m: &TextModel, p: &MechanismParams) -> Result<serde_json::Value>
     let mut s = m.session(0)?;
     s.prefill(&ids)?;
     let _ = s.logits()?;
-    let model_id = m.tokenizer_hash(); // any 32 bytes bind the snapshot; the cost is the same
+    let binding = nmk_neural::engine::ParkBinding::of(m.model())?;
     let mut target = m.session(0)?;
     let (mut snap_t, mut restore_t, mut to_t, mut from_t) = (vec![], vec![], vec![], vec![]);
     let mut bytes_len = 0usize;
@@ -166,10 +166,10 @@ fn park_section(m: &TextModel, p: &MechanismParams) -> Result<serde_json::Value>
         target.restore(&snap)?;
         restore_t.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        let bytes = snap.to_bytes(&model_id);
+        let bytes = snap.to_bytes(&binding);
         to_t.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        let back = nmk_neural::engine::SessionSnapshot::from_bytes(&bytes, &model_id)?;
+        let back = nmk_neural::engine::SessionSnapshot::from_bytes(&bytes, &binding)?;
         from_t.push(t.elapsed().as_secs_f64());
         bytes_len = bytes.len();
         roundtrip &= back == snap;
