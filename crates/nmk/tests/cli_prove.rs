@@ -88,6 +88,50 @@ fn prove_passes_on_smollm2_and_writes_the_report() {
 }
 
 #[test]
+fn prove_passes_on_a_synthetic_moe_file_with_every_moe_battery() {
+    // No pretrained MoE can be fetched here: `nmk model synth` writes a random-weight one
+    // (Qwen2-MoE: shared expert, no top-k renormalisation), proven with token-id prompts.
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("qwen2moe.gguf");
+    let out = nmk(&[
+        "model",
+        "synth",
+        "--arch",
+        "qwen2moe",
+        "--out",
+        gguf.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = nmk(&[
+        "prove",
+        "--gguf",
+        gguf.to_str().unwrap(),
+        "--research",
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["all_passed"], true);
+    assert_eq!(r["model"]["n_expert"], 6);
+    for b in r["batteries"].as_array().unwrap() {
+        let name = b["name"].as_str().unwrap();
+        if name == "threads_1_vs_2" && b["status"] == "not_available" {
+            continue;
+        }
+        assert_eq!(b["status"], "pass", "{name}: {}", b["reason"]);
+        assert_eq!(b["max_abs_delta"].as_f64(), Some(0.0), "{name}");
+    }
+    let unknown = nmk(&["model", "synth", "--arch", "gpt", "--out", "x.gguf"]);
+    assert_eq!(unknown.status.code(), Some(2));
+}
+
+#[test]
 fn prove_refuses_too_few_steps_as_a_usage_error() {
     let out = nmk(&["prove", "--steps", "2"]);
     assert_eq!(out.status.code(), Some(2));

