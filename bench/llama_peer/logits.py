@@ -63,14 +63,16 @@ def main():
     n_greedy = int(req.get("n_greedy", 64))
     logits_out = req["logits_out"]
 
+    verbose = os.environ.get("NMK_PEER_VERBOSE") == "1"
     global _QUIET  # the callback must outlive every llama.cpp call
-    _QUIET = llama_cpp.llama_log_callback(lambda level, text, user: None)
-    llama_cpp.llama_log_set(_QUIET, ctypes.c_void_p(0))
+    if not verbose:
+        _QUIET = llama_cpp.llama_log_callback(lambda level, text, user: None)
+        llama_cpp.llama_log_set(_QUIET, ctypes.c_void_p(0))
 
     longest = max(len(c["prompt"]) + max(len(c.get("continuation") or []), n_greedy) for c in cases)
     n_ctx = longest + 8
     llm = llama_cpp.Llama(model_path=args.model, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx,
-                          n_threads=1, n_threads_batch=1, logits_all=True, verbose=False)
+                          n_threads=1, n_threads_batch=1, logits_all=True, verbose=verbose)
     n_vocab = llm.n_vocab()
 
     out_cases = []

@@ -53,6 +53,15 @@ use nmk_neural::text::{PromptMode, TextModel};
 // moves logits by several units on every step, far beyond these figures, and stays caught.
 const TOL_SMOLLM2: f32 = 3.0;
 const TOL_QWEN25: f32 = 1.0;
+// - Synthetic MoE files (random weights, F32 matrices, so the only differences are llama.cpp's
+//   F16 KV cache and summation orders; 5 prompts × 64 steps each): max |Δ| 0.055 (Mixtral
+//   top-2 of 4), 0.017 (OLMoE top-3 of 8), 0.032 (Qwen2-MoE with shared expert), mean |Δ|
+//   0.001–0.002, against logits of mean magnitude 1.9 and per-step range 11.7. Tolerance
+//   0.15: about three times the largest measured. With Q8_0 matrices the activation
+//   quantization differs too, and a near-tie in the router then picks another expert at an
+//   isolated step (spikes to ~1.2 at one position in 320); F32 keeps the check tight. The
+//   contrast test below shows a lost shared expert lands far outside it.
+const TOL_SYNTHETIC_MOE: f32 = 0.15;
 
 /// Steps compared under teacher forcing and in the free greedy streams.
 const STEPS: usize = 64;
@@ -295,6 +304,24 @@ fn check_gguf(label: &str, gguf: &Path, prompts: &[(String, Vec<u32>)], tol: f32
     }
     let t_ours = t1.elapsed().as_secs_f64();
     fig.mean_abs = sum / count as f64;
+    // The scale the deltas are measured against: llama.cpp's mean |logit| and mean per-step
+    // logit range.
+    let (mut mag, mut range, mut steps) = (0f64, 0f64, 0usize);
+    for t in peer.forced.iter().flat_map(|c| c.chunks(nv)) {
+        mag += t.iter().map(|x| f64::from(x.abs())).sum::<f64>() / nv as f64;
+        let (lo, hi) = t
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+                (a.min(x), b.max(x))
+            });
+        range += f64::from(hi - lo);
+        steps += 1;
+    }
+    println!(
+        "{label}: llama.cpp logit scale: mean |logit| {:.3}, mean per-step range {:.3}",
+        mag / steps.max(1) as f64,
+        range / steps.max(1) as f64
+    );
     all_deltas.sort_by(f32::total_cmp);
     let q = |f: f64| all_deltas[((all_deltas.len() - 1) as f64 * f) as usize];
     println!(
@@ -349,4 +376,149 @@ fn smollm2_135m_matches_llama_cpp() {
 fn qwen25_coder_05b_matches_llama_cpp() {
     let (path, prompts) = real_model("qwen2.5-coder-0.5b-instruct");
     check_gguf("qwen2.5-coder-0.5b", &path, &prompts, TOL_QWEN25);
+}
+
+// ---------------------------------------------------------------- synthetic MoE files
+
+/// A byte-level BPE vocabulary of exactly `n` tokens that llama.cpp accepts (printable ASCII,
+/// space, newline and tab in GPT-2's byte mapping, then control tokens), no merges. Only
+/// llama.cpp needs it: both engines are fed token ids.
+fn add_vocab(w: &mut nmk_neural::gguf::GgufWriter, n: usize) {
+    use nmk_neural::gguf::{Array, Value};
+    let mut tokens: Vec<String> = (33u8..127).map(|c| (c as char).to_string()).collect();
+    tokens.extend(["Ġ", "Ċ", "ĉ"].map(str::to_owned));
+    let normal = tokens.len();
+    let mut i = 0;
+    while tokens.len() < n {
+        tokens.push(format!("<|ctl{i}|>"));
+        i += 1;
+    }
+    assert_eq!(tokens.len(), n, "vocabulary too small for the byte tokens");
+    let types: Vec<i32> = (0..n).map(|k| if k < normal { 1 } else { 3 }).collect();
+    w.add("tokenizer.ggml.model", "gpt2").unwrap();
+    w.add("tokenizer.ggml.pre", "default").unwrap();
+    w.add("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)))
+        .unwrap();
+    w.add("tokenizer.ggml.token_type", Value::Array(Array::I32(types)))
+        .unwrap();
+    w.add(
+        "tokenizer.ggml.merges",
+        Value::Array(Array::String(Vec::new())),
+    )
+    .unwrap();
+    w.add("tokenizer.ggml.bos_token_id", normal as u32).unwrap();
+    w.add("tokenizer.ggml.eos_token_id", normal as u32 + 1)
+        .unwrap();
+}
+
+/// Five prompts of ordinary (non-control) token ids, 6 to 18 long.
+fn id_prompts(seed: u64) -> Vec<(String, Vec<u32>)> {
+    let mut x = seed;
+    (0..5)
+        .map(|i| {
+            let len = 6 + 3 * i;
+            let ids = (0..len)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    ((x >> 33) % 97) as u32
+                })
+                .collect();
+            (format!("ids{i}"), ids)
+        })
+        .collect()
+}
+
+fn synthetic_moe_file(spec: &nmk_neural::models::synthetic_moe::MoeSpec) -> tempfile::TempDir {
+    use nmk_neural::models::synthetic_moe as moe;
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = moe::metadata(spec).unwrap();
+    add_vocab(&mut w, spec.vocab);
+    moe::add_tensors(&mut w, &moe::tensors(spec), spec.q8).unwrap();
+    w.write_file(dir.path().join("moe.gguf")).unwrap();
+    dir
+}
+
+#[test]
+fn synthetic_qwen2moe_matches_llama_cpp() {
+    // Shared expert, Q/K/V biases, Q8_0 matrices, top-3 of 6 without renormalisation.
+    let spec = nmk_neural::models::synthetic_moe::MoeSpec {
+        q8: false,
+        ..nmk_neural::models::synthetic_moe::MoeSpec::qwen2moe()
+    };
+    let dir = synthetic_moe_file(&spec);
+    check_gguf(
+        "synthetic-qwen2moe",
+        &dir.path().join("moe.gguf"),
+        &id_prompts(1),
+        TOL_SYNTHETIC_MOE,
+    );
+}
+
+#[test]
+fn synthetic_mixtral_matches_llama_cpp() {
+    // `llama` with experts: top-2 of 4 with renormalisation, F32 matrices.
+    let spec = nmk_neural::models::synthetic_moe::MoeSpec::mixtral();
+    let dir = synthetic_moe_file(&spec);
+    check_gguf(
+        "synthetic-mixtral",
+        &dir.path().join("moe.gguf"),
+        &id_prompts(2),
+        TOL_SYNTHETIC_MOE,
+    );
+}
+
+#[test]
+fn synthetic_olmoe_matches_llama_cpp() {
+    // Whole-projection Q/K norm, Q8_0, top-3 of 8 without renormalisation.
+    let spec = nmk_neural::models::synthetic_moe::MoeSpec {
+        q8: false,
+        ..nmk_neural::models::synthetic_moe::MoeSpec::olmoe()
+    };
+    let dir = synthetic_moe_file(&spec);
+    check_gguf(
+        "synthetic-olmoe",
+        &dir.path().join("moe.gguf"),
+        &id_prompts(3),
+        TOL_SYNTHETIC_MOE,
+    );
+}
+
+#[test]
+fn moe_tolerance_catches_a_lost_shared_expert() {
+    // Liveness of the conformance check: our engine on the same file with the shared expert's
+    // down projection zeroed (what a loader that forgot it would compute) against llama.cpp on
+    // the intact file exceeds the tolerance by far.
+    use nmk_neural::models::synthetic_moe as moe;
+    let spec = moe::MoeSpec {
+        q8: false,
+        ..moe::MoeSpec::qwen2moe()
+    };
+    let dir = synthetic_moe_file(&spec);
+    let path = dir.path().join("moe.gguf");
+    let prompts = id_prompts(1);
+    let peer = run_peer(&path, &prompts[..1]);
+    let intact = nmk_neural::gguf::GgufFile::open(&path).unwrap();
+    let broken = nmk_neural::gguf::rewrite::rewrite(&intact, &[], &mut |name, data| {
+        if name.ends_with(".ffn_down_shexp.weight") {
+            data.fill(0);
+        }
+        Ok(())
+    })
+    .unwrap();
+    let broken = Arc::new(
+        Model::from_file(Arc::new(
+            nmk_neural::gguf::GgufFile::from_bytes(broken).unwrap(),
+        ))
+        .unwrap(),
+    );
+    let ours = our_forced(&broken, &prompts[0].1, &peer.greedy[0].0);
+    let max = ours
+        .iter()
+        .zip(&peer.forced[0])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    println!("lost shared expert: max |Δ| {max:.3} (tolerance {TOL_SYNTHETIC_MOE})");
+    assert!(max > 10.0 * TOL_SYNTHETIC_MOE, "{max}");
 }

@@ -333,7 +333,16 @@ pub fn metadata(s: &MoeSpec) -> Result<GgufWriter, GgufError> {
     w.add(format!("{a}.block_count"), s.n_layer as u32)?;
     w.add(format!("{a}.context_length"), 256u32)?;
     w.add(format!("{a}.embedding_length"), s.d as u32)?;
-    w.add(format!("{a}.feed_forward_length"), 4 * s.d as u32)?;
+    // llama.cpp sizes the experts of `llama` (Mixtral) by `feed_forward_length` (its loader
+    // refuses the file otherwise) and loads `olmoe` files written this way; the Qwen MoEs read
+    // `expert_feed_forward_length`. Where both keys are written they agree, so the file means
+    // the same thing to both engines.
+    let ff = if matches!(a, "qwen2moe" | "qwen3moe") {
+        4 * s.d
+    } else {
+        s.ff_exp
+    };
+    w.add(format!("{a}.feed_forward_length"), ff as u32)?;
     w.add(format!("{a}.expert_feed_forward_length"), s.ff_exp as u32)?;
     if let Some(sff) = s.shared_ff {
         w.add(format!("{a}.expert_shared_feed_forward_length"), sff as u32)?;
