@@ -14,6 +14,7 @@ pub mod artifact;
 pub mod budget;
 pub mod capability;
 pub mod commit_trap;
+pub mod k_policy;
 pub mod learn;
 pub mod ledger;
 pub mod ops;
