@@ -17,6 +17,7 @@ pub mod commit_trap;
 pub mod k_policy;
 pub mod learn;
 pub mod ledger;
+pub mod memory;
 pub mod ops;
 pub mod plan;
 pub mod proposer;
