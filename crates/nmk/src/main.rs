@@ -7,6 +7,7 @@ mod commands;
 mod exit;
 mod proposer;
 mod sandbox;
+mod sensors;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
