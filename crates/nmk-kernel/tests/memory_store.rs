@@ -2,25 +2,29 @@
 //! governance object, the byte cap with LRU eviction of unpinned entries, refusal of what cannot
 //! fit — and what we add beyond the original: supersession keeps history, deletes leave
 //! tombstones, every change is a ledger entry (through an outbox that survives a failing
-//! ledger), exact byte accounting, and several connections and processes on one store.
+//! ledger), exact byte accounting, several connections and processes on one store, and the
+//! capability-gated `memory` tool.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use nmk_det::{Value, canonical, hash_value};
+use nmk_kernel::budget::{Budget, BudgetLimits};
+use nmk_kernel::capability::Capability;
 use nmk_kernel::ledger::{
     Action, Head, Ledger, LedgerBackend, LedgerEntry, LedgerError, LedgerRecord, MemoryBackend,
     StoredRow,
 };
 use nmk_kernel::memory::{
-    Ended, GOVERNANCE_KEY, HISTORY_ROW_OVERHEAD, MemoryConfig, MemoryError, MemoryStore,
-    PutOptions, governance_value,
+    Ended, GOVERNANCE_KEY, HISTORY_ROW_OVERHEAD, MEMORY_OP, MEMORY_VALIDATOR, MemoryConfig,
+    MemoryError, MemoryStore, PutOptions, governance_value, memory_ok, register_memory_tool,
 };
 use nmk_kernel::store::Durability;
+use nmk_kernel::{Reject, Scheduler, TaskSpec, TaskStatus};
 
 fn db(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("nmk.sqlite")
@@ -624,4 +628,120 @@ fn two_processes_write_one_store() {
     for pair in history.windows(2) {
         assert_eq!(pair[0].successor_hash, Some(hash_value(&pair[1].value)));
     }
+}
+
+// ---------------------------------------------------------------- the `memory` tool
+
+/// Runs one `memory` task with `inputs`; returns its final status and result, or `None` when
+/// admission refused it.
+fn run_memory_task(
+    store: &Arc<Mutex<MemoryStore>>,
+    inputs: Vec<(&str, Value)>,
+    grant: bool,
+    level: &str,
+) -> Result<(TaskStatus, Option<Value>), Reject> {
+    let mut s = Scheduler::new(
+        "mem",
+        Ledger::in_memory(),
+        Budget::new(BudgetLimits::default()),
+    )
+    .unwrap();
+    register_memory_tool(&mut s, store.clone()).unwrap();
+    if grant {
+        s.grants_mut()
+            .grant(Capability::parse("op:memory").unwrap());
+    }
+    let mut spec = TaskSpec::new("t", MEMORY_OP).needs("op:memory");
+    for (name, value) in inputs {
+        let r = s.put_artifact(value, name).unwrap();
+        spec = spec.input(name, r);
+    }
+    s.admit(spec.validated_by(MEMORY_VALIDATOR, level).root())?;
+    s.run(10).unwrap();
+    Ok((s.task("t").unwrap().status, s.result("t").cloned()))
+}
+
+#[test]
+fn the_memory_tool_consults_puts_and_gets_through_the_executor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, ledger) = open(&db(&dir), 1 << 20);
+    let store = Arc::new(Mutex::new(store));
+    let (status, _) = run_memory_task(
+        &store,
+        vec![
+            ("action", Value::str("put")),
+            ("key", Value::str("city")),
+            ("value", Value::str("Paris")),
+            ("kind", Value::str("fact")),
+        ],
+        true,
+        "SCHEMA",
+    )
+    .unwrap();
+    assert!(status.is_passed(), "{status:?}");
+    let (status, result) = run_memory_task(
+        &store,
+        vec![("action", Value::str("get")), ("key", Value::str("city"))],
+        true,
+        "SCHEMA",
+    )
+    .unwrap();
+    assert!(status.is_passed());
+    assert_eq!(result.unwrap().get("value"), Some(&Value::str("Paris")));
+    // No action: consult.
+    let (status, result) = run_memory_task(&store, vec![], true, "SCHEMA").unwrap();
+    assert!(status.is_passed());
+    let result = result.unwrap();
+    assert_eq!(result.get("governance"), Some(&governance_value()));
+    match result.get("recent") {
+        Some(Value::List(items)) => assert_eq!(items[0].get("key"), Some(&Value::str("city"))),
+        other => panic!("recent: {other:?}"),
+    }
+    // The task id is the recorded actor.
+    let writes = events(&ledger, "write");
+    assert_eq!(detail_str(writes.last().unwrap(), "actor"), Some("t"));
+    // Unknown actions and refused writes fail the node with an error.
+    for inputs in [
+        vec![("action", Value::str("explode"))],
+        vec![
+            ("action", Value::str("put")),
+            ("key", Value::str(GOVERNANCE_KEY)),
+            ("value", Value::Null),
+        ],
+        vec![("action", Value::str("get"))],
+    ] {
+        let (status, result) = run_memory_task(&store, inputs, true, "SCHEMA").unwrap();
+        assert!(!status.is_passed(), "{status:?}");
+        let result = result.unwrap();
+        assert_eq!(result.get("ok"), Some(&Value::Bool(false)));
+        assert!(result.get("error").and_then(Value::as_str).is_some());
+    }
+    assert_eq!(
+        store
+            .lock()
+            .unwrap()
+            .get(GOVERNANCE_KEY, false)
+            .unwrap()
+            .unwrap()
+            .value,
+        governance_value()
+    );
+}
+
+#[test]
+fn the_memory_tool_needs_its_capability_and_stays_under_its_ceiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(&db(&dir), 1 << 20);
+    let store = Arc::new(Mutex::new(store));
+    let refused = run_memory_task(&store, vec![], false, "SCHEMA").unwrap_err();
+    assert!(
+        matches!(refused, Reject::MissingCapability(_)),
+        "{refused:?}"
+    );
+    // A memory result is never more than SCHEMA-checked.
+    assert!(run_memory_task(&store, vec![], true, "ORACLE").is_err());
+    assert!(run_memory_task(&store, vec![], true, "SCHEMA").is_ok());
+    assert!(memory_ok(&Value::map([("ok", Value::Bool(true))])));
+    assert!(!memory_ok(&Value::map([("ok", Value::int(1u64))])));
+    assert!(!memory_ok(&Value::Null));
 }

@@ -25,6 +25,7 @@
 //! `none`, verification `judgment`).
 
 mod schema;
+pub mod tool;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -33,6 +34,7 @@ use nmk_det::{ContentHash, ValidationLevel, Value, canonical, hash_bytes, hash_v
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 pub use schema::{HISTORY_ROW_OVERHEAD, MEMORY_SCHEMA_VERSION};
+pub use tool::{MEMORY_OP, MEMORY_VALIDATOR, MemoryTool, memory_ok, register_memory_tool};
 
 use crate::ledger::{Action, Head, Ledger, LedgerError, LedgerRecord};
 use crate::store::{Durability, StoreError, open_database};
