@@ -20,8 +20,9 @@ use nmk_kernel::ledger::{
     StoredRow,
 };
 use nmk_kernel::memory::{
-    Ended, GOVERNANCE_KEY, HISTORY_ROW_OVERHEAD, MEMORY_OP, MEMORY_VALIDATOR, MemoryConfig,
-    MemoryError, MemoryStore, PutOptions, governance_value, memory_ok, register_memory_tool,
+    CLAIM_LEASE_MS, Ended, GOVERNANCE_KEY, HISTORY_ROW_OVERHEAD, MEMORY_OP, MEMORY_VALIDATOR,
+    MemoryConfig, MemoryError, MemoryStore, PutOptions, governance_value, memory_ok,
+    register_memory_tool,
 };
 use nmk_kernel::store::Durability;
 use nmk_kernel::{Reject, Scheduler, TaskSpec, TaskStatus};
@@ -462,6 +463,10 @@ fn a_failing_ledger_leaves_the_change_pending_not_unrecorded() {
     assert_eq!(store.stats().unwrap().pending_events, 1);
     assert_eq!(ledger.len().unwrap(), n0);
     down.store(false, Ordering::SeqCst);
+    // Another handle does not take over an event its writer claimed moments ago.
+    let mut other = MemoryStore::open(&db(&dir), config(1 << 20), ledger.clone()).unwrap();
+    assert_eq!(other.flush_pending().unwrap(), 0);
+    assert_eq!(store.stats().unwrap().pending_events, 1);
     assert_eq!(store.flush_pending().unwrap(), 1);
     assert_eq!(store.stats().unwrap().pending_events, 0);
     let writes = events(&ledger, "write");
@@ -470,6 +475,26 @@ fn a_failing_ledger_leaves_the_change_pending_not_unrecorded() {
     assert_eq!(last.record.result, hash_value(&Value::int(7u64)));
     // Flushing again appends nothing twice.
     assert_eq!(store.flush_pending().unwrap(), 0);
+    assert_eq!(other.flush_pending().unwrap(), 0);
+
+    // A writer that died after its commit: once its claim is older than the lease, another
+    // handle takes the event over and appends it, once.
+    down.store(true, Ordering::SeqCst);
+    assert!(store.put("orphan", &Value::int(8u64), &by("t")).is_err());
+    down.store(false, Ordering::SeqCst);
+    drop(store);
+    let raw = rusqlite::Connection::open(db(&dir)).unwrap();
+    raw.execute(
+        "UPDATE memory_events SET claimed_at = claimed_at - ?1 WHERE ledger_seq IS NULL",
+        [CLAIM_LEASE_MS + 1],
+    )
+    .unwrap();
+    assert_eq!(other.flush_pending().unwrap(), 1);
+    assert_eq!(other.stats().unwrap().pending_events, 0);
+    assert_eq!(
+        detail_str(events(&ledger, "write").last().unwrap(), "key"),
+        Some("orphan")
+    );
 }
 
 #[test]
@@ -497,7 +522,7 @@ fn eight_connections_with_mixed_ops_keep_the_cap_governance_and_ledger() {
             std::thread::spawn(move || {
                 let ledger = Ledger::open(&path, Durability::Process).unwrap();
                 let mut store = MemoryStore::open(&path, config(cap), ledger).unwrap();
-                for i in 0..60u64 {
+                for i in 0..250u64 {
                     let key = format!("k{}", (w * 7 + i) % 23);
                     match i % 5 {
                         0 | 1 => {
@@ -533,6 +558,7 @@ fn eight_connections_with_mixed_ops_keep_the_cap_governance_and_ledger() {
         governance_value()
     );
     assert!(ledger.verify(None).unwrap().ok());
+    assert_exactly_once(&path, &ledger);
     assert_eq!(
         events(&ledger, "write")
             .iter()
@@ -540,6 +566,37 @@ fn eight_connections_with_mixed_ops_keep_the_cap_governance_and_ledger() {
             .count(),
         1
     );
+}
+
+/// Every outbox event of the store is in the ledger exactly once, and nothing else is.
+fn assert_exactly_once(path: &Path, ledger: &Ledger) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let (rows, appended): (i64, i64) = conn
+        .query_row(
+            "SELECT COUNT(*), COUNT(ledger_seq) FROM memory_events",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(rows, appended, "events left unappended");
+    let mut ids: Vec<i64> = ledger
+        .entries(0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.record.opcode.starts_with("memory."))
+        .map(|e| {
+            e.record
+                .detail
+                .get("event_id")
+                .and_then(Value::as_i64)
+                .unwrap()
+        })
+        .collect();
+    let n = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "an event was appended twice");
+    assert_eq!(n as i64, rows, "ledger and outbox disagree");
 }
 
 const WRITER_ENV: &str = "NMK_MEMORY_STORE_TEST_WRITER";
@@ -622,6 +679,7 @@ fn two_processes_write_one_store() {
     assert_eq!(versions, (1..2 * WRITES).collect::<Vec<_>>());
     // One unforked chain holding every change.
     assert!(ledger.verify(None).unwrap().ok());
+    assert_exactly_once(&path, &ledger);
     assert_eq!(events(&ledger, "supersede").len() as u64, 2 * WRITES - 1);
     assert_eq!(store.stats().unwrap().pending_events, 0);
     // Every history row's successor is the hash of the next version's value.

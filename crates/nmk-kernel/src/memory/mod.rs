@@ -454,10 +454,45 @@ fn event(name: &str, key: &str, actor: &str, tick: u64, fields: Vec<(&str, Value
     Value::Map(map)
 }
 
-fn queue_event(tx: &Transaction<'_>, body: &Value) -> rusqlite::Result<i64> {
-    tx.prepare_cached("INSERT INTO memory_events (body) VALUES (?1)")?
-        .execute([canonical::encode(body)])?;
-    Ok(tx.last_insert_rowid())
+/// How long an unappended event stays claimed by the handle that wrote it before another
+/// handle's [`MemoryStore::flush_pending`] may take it over.
+pub const CLAIM_LEASE_MS: i64 = 60_000;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A unique name for one store handle: process id and a process-wide counter.
+fn new_token() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
+/// Events written in one transaction, claimed by the writing handle.
+struct Outbox<'t> {
+    token: &'t str,
+    ids: Vec<i64>,
+}
+
+impl<'t> Outbox<'t> {
+    fn new(token: &'t str) -> Outbox<'t> {
+        Outbox {
+            token,
+            ids: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, tx: &Transaction<'_>, body: &Value) -> rusqlite::Result<()> {
+        tx.prepare_cached(
+            "INSERT INTO memory_events (body, claim, claimed_at) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![canonical::encode(body), self.token, now_ms()])?;
+        self.ids.push(tx.last_insert_rowid());
+        Ok(())
+    }
 }
 
 /// Evicts least-recently-used unpinned keys other than `keep` until `total ≤ max`. Returns the
@@ -470,7 +505,7 @@ fn make_room(
     max: u64,
     actor: &str,
     tick: u64,
-    events: &mut Vec<i64>,
+    outbox: &mut Outbox<'_>,
 ) -> Result<Option<(Vec<String>, u64)>, MemoryError> {
     let mut evicted = Vec::new();
     while total > max {
@@ -517,7 +552,7 @@ fn make_room(
                 ("to_make_room_for", Value::str(keep)),
             ],
         );
-        events.push(queue_event(tx, &body)?);
+        outbox.push(tx, &body)?;
         evicted.push(key);
     }
     Ok(Some((evicted, total)))
@@ -528,6 +563,7 @@ fn make_room(
 pub struct MemoryStore {
     conn: Connection,
     ledger: Ledger,
+    token: String,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -561,8 +597,13 @@ impl MemoryStore {
                 needed,
             });
         }
-        let mut store = MemoryStore { conn, ledger };
-        let mut events = Vec::new();
+        let mut store = MemoryStore {
+            conn,
+            ledger,
+            token: new_token(),
+        };
+        let token = store.token.clone();
+        let mut events = Outbox::new(&token);
         {
             let tx = store
                 .conn
@@ -622,7 +663,7 @@ impl MemoryStore {
                         ),
                     ],
                 );
-                events.push(queue_event(&tx, &body)?);
+                events.push(&tx, &body)?;
             }
             tx.commit()?;
         }
@@ -635,16 +676,35 @@ impl MemoryStore {
         &self.ledger
     }
 
-    /// Appends every pending outbox event to the ledger, oldest first; returns how many. Called
-    /// by [`MemoryStore::open`] to finish the work of a process that died between its commit
-    /// and its ledger append. Run it while no other process is mid-write, or an event may be
-    /// appended twice (each entry names its event id, so a duplicate is visible).
+    /// Appends pending outbox events to the ledger, oldest first; returns how many. It takes
+    /// this handle's own pending events (a ledger failure it reported earlier) and events whose
+    /// writer's claim is older than [`CLAIM_LEASE_MS`] (a process that died between its commit
+    /// and its ledger append); the claim is taken over atomically, so two handles never append
+    /// one event. Called by [`MemoryStore::open`]. A writer stalled for longer than the lease
+    /// between its commit and its append could still race a takeover; each ledger entry names
+    /// its event id, so such a duplicate would be visible.
     pub fn flush_pending(&mut self) -> Result<usize, MemoryError> {
-        let ids: Vec<i64> = self
-            .conn
-            .prepare_cached("SELECT id FROM memory_events WHERE ledger_seq IS NULL ORDER BY id")?
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
+        let ids: Vec<i64> = {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now_ms();
+            tx.execute(
+                "UPDATE memory_events SET claim = ?1, claimed_at = ?2
+                 WHERE ledger_seq IS NULL
+                   AND (claim = ?1 OR claim IS NULL OR claimed_at < ?3)",
+                params![self.token, now, now.saturating_sub(CLAIM_LEASE_MS)],
+            )?;
+            let ids = tx
+                .prepare_cached(
+                    "SELECT id FROM memory_events
+                     WHERE ledger_seq IS NULL AND claim = ?1 ORDER BY id",
+                )?
+                .query_map([&self.token], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            tx.commit()?;
+            ids
+        };
         let n = ids.len();
         self.append_events(&ids)?;
         Ok(n)
@@ -653,14 +713,18 @@ impl MemoryStore {
     fn append_events(&mut self, ids: &[i64]) -> Result<Vec<Head>, MemoryError> {
         let mut heads = Vec::with_capacity(ids.len());
         for (done, id) in ids.iter().enumerate() {
-            let row: Option<(String, Option<i64>)> = self
+            let row: Option<(String, Option<i64>, Option<String>)> = self
                 .conn
-                .prepare_cached("SELECT body, ledger_seq FROM memory_events WHERE id = ?1")?
-                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .prepare_cached("SELECT body, ledger_seq, claim FROM memory_events WHERE id = ?1")?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .optional()?;
-            let Some((body, None)) = row else {
+            // Only unappended events this handle holds the claim on.
+            let Some((body, None, Some(claim))) = row else {
                 continue;
             };
+            if claim != self.token {
+                continue;
+            }
             let value = decode_value("<event>", &body)?;
             let record = match self.record_for(*id, value) {
                 Ok(r) => r,
@@ -681,7 +745,8 @@ impl MemoryStore {
                 }
             };
             self.conn.execute(
-                "UPDATE memory_events SET ledger_seq = ?1, ledger_hash = ?2 WHERE id = ?3",
+                "UPDATE memory_events SET ledger_seq = ?1, ledger_hash = ?2
+                 WHERE id = ?3 AND ledger_seq IS NULL",
                 params![i(entry.seq), entry.hash.to_hex(), id],
             )?;
             heads.push(entry.head());
@@ -758,11 +823,12 @@ impl MemoryStore {
                 tick,
                 vec![("why", Value::str(err.to_string()))],
             );
-            let id = queue_event(&tx, &body)?;
+            let mut outbox = Outbox::new(&self.token);
+            outbox.push(&tx, &body)?;
             tx.commit()?;
-            id
+            outbox.ids
         };
-        self.append_events(&[id])?;
+        self.append_events(&id)?;
         Err(err)
     }
 
@@ -794,7 +860,8 @@ impl MemoryStore {
         let text = canonical::encode(value);
         let hash = hash_bytes(text.as_bytes());
         let new_bytes = schema::entry_bytes(key, &text);
-        let mut events = Vec::new();
+        let token = self.token.clone();
+        let mut events = Outbox::new(&token);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -918,9 +985,9 @@ impl MemoryStore {
                 ),
             ],
         );
-        events.push(queue_event(&tx, &body)?);
+        events.push(&tx, &body)?;
         tx.commit()?;
-        let ledger = self.append_events(&events)?;
+        let ledger = self.append_events(&events.ids)?;
         Ok(PutOutcome {
             key: key.to_owned(),
             version,
@@ -1006,7 +1073,8 @@ impl MemoryStore {
         if let Err(e) = Self::check_key(key) {
             return self.refuse(key, actor, e);
         }
-        let mut events = Vec::new();
+        let token = self.token.clone();
+        let mut events = Outbox::new(&token);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -1071,9 +1139,9 @@ impl MemoryStore {
                 ),
             ],
         );
-        events.push(queue_event(&tx, &body)?);
+        events.push(&tx, &body)?;
         tx.commit()?;
-        let ledger = self.append_events(&events)?;
+        let ledger = self.append_events(&events.ids)?;
         Ok(DeleteOutcome {
             existed: true,
             evicted,

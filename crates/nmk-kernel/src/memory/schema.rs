@@ -50,6 +50,8 @@ CREATE INDEX IF NOT EXISTS memory_history_key ON memory_history (key, version);
 CREATE TABLE IF NOT EXISTS memory_events (
     id          INTEGER PRIMARY KEY,
     body        TEXT NOT NULL,
+    claim       TEXT,
+    claimed_at  INTEGER,
     ledger_seq  INTEGER,
     ledger_hash TEXT
 );
