@@ -7,6 +7,7 @@ mod commands;
 mod exit;
 mod proposer;
 mod sandbox;
+mod sensors;
 mod token_gate;
 
 use std::path::PathBuf;
