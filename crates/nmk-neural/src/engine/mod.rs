@@ -16,13 +16,14 @@
 //! format of a parked session).
 //! [`speculate`]: speculative greedy decoding (prompt-lookup drafts, batched verify, rollback).
 //! [`token_gate`]: the commit gate per token (accept, mask-and-resample, stop).
-//! [`mode_b`]: the research residual injector.
+//! [`mode_b`]: the research residual injector. [`lanes`]: many sessions, fair round-robin.
 
 pub mod attention;
 pub mod config;
 pub mod error;
 pub mod hooks;
 pub mod kv_cache;
+pub mod lanes;
 pub mod linear;
 pub mod mode_b;
 pub mod model;
@@ -43,6 +44,7 @@ pub use hooks::{
     ResidualAdd, ResidualRecorder, RouterObserver,
 };
 pub use kv_cache::{KvCache, KvSnapshot};
+pub use lanes::{FinishedLane, LaneEvent, LaneId, LaneScheduler};
 pub use mode_b::ModeBInjector;
 pub use model::{LogitsWanted, Model, Scratch};
 pub use park::{PARK_MAGIC, PARK_VERSION, ParkBinding};

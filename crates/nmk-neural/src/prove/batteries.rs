@@ -8,9 +8,10 @@ use super::report::{BatteryReport, Status};
 use super::trace::{Cmp, Trace, token_hash};
 use super::{Fault, ProveOptions};
 use crate::engine::{
-    Drafter, EngineError, ExpertMask, ForbiddenIds, LayerRoute, ModeBInjector, Model, ParkBinding,
-    PromptLookup, ResidualAdd, ResidualRecorder, RouterObserver, SamplingParams, Session,
-    SessionOptions, SessionSnapshot, SpeculativeParams, speculative_greedy,
+    AcceptAll, Drafter, EngineError, ExpertMask, ForbiddenIds, GenerateParams, LaneScheduler,
+    LayerRoute, ModeBInjector, Model, ParkBinding, PromptLookup, ResidualAdd, ResidualRecorder,
+    RouterObserver, SamplingParams, Session, SessionOptions, SessionSnapshot, SpeculativeParams,
+    speculative_greedy,
 };
 
 /// A battery's failure to run at all (it becomes a [`Status::Fail`] with this reason).
@@ -1215,6 +1216,40 @@ fn lanes(ctx: &Ctx<'_>) -> BResult<Ran> {
     if let (Some((_, a)), Some((_, b))) = (sessions.first(), sessions.get(1)) {
         o.live.rows("lane 0 vs lane 1", &a.rows, &b.rows);
     }
+    // The engine's scheduler: the same lanes through `LaneScheduler` rounds (gated, one token
+    // per lane per round): same tokens and the same next-step logits as each lane alone.
+    let mut sched = LaneScheduler::new();
+    for p in &prompts {
+        let mut s = ctx.session(|_| {})?;
+        s.prefill(p)?;
+        let params = GenerateParams {
+            max_tokens: ctx.steps(),
+            stop_tokens: Vec::new(),
+            sampling: SamplingParams::greedy(),
+        };
+        sched.add(s, params, Box::new(AcceptAll));
+    }
+    sched.run();
+    let mut finished = sched.take_finished();
+    finished.sort_by_key(|f| f.id);
+    for (f, a) in finished.iter_mut().zip(&alone) {
+        let label = format!("scheduler lane {}", f.id);
+        match &f.result {
+            Ok(g) => o.ident.tokens(&label, &a.tokens, &g.tokens),
+            Err(e) => o.problems.push(format!("{label} failed: {e}")),
+        }
+        let last = f.session.logits()?.to_vec();
+        o.ident.rows(
+            &label,
+            a.rows.last().map(std::slice::from_ref).unwrap_or(&[]),
+            &[last],
+        );
+    }
+    o.notes.push(format!(
+        "{} lanes through LaneScheduler: {} rounds, one token per lane per round",
+        finished.len(),
+        sched.rounds()
+    ));
     o.prompts = prompts;
     Ok(Ran::Done(Box::new(o)))
 }
