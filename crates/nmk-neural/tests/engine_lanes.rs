@@ -18,7 +18,7 @@ fn lane_setup(i: usize) -> (Vec<u32>, GenerateParams, u64) {
     let prompt: Vec<u32> = (0..(4 + 3 * i) as u32)
         .map(|k| (k * 13 + 7 * i as u32) % 97)
         .collect();
-    let sampling = if i % 2 == 0 {
+    let sampling = if i.is_multiple_of(2) {
         SamplingParams::greedy()
     } else {
         SamplingParams {
