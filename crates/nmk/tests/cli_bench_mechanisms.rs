@@ -49,6 +49,7 @@ fn mechanisms_report_hooks_park_and_speculation() {
         "bare_decode_tokens_per_s",
         "hooked_decode_tokens_per_s",
         "time_ratio",
+        "cpu_time_ratio",
     ] {
         positive(h, k);
     }
