@@ -63,47 +63,36 @@ impl<'a> Residual<'a> {
 
     /// Adds `delta` (exactly `width()` values) to row `i`.
     pub fn add(&mut self, i: usize, delta: &[f32]) -> Result<(), HookError> {
-        let n = self.n_embd;
-        if delta.len() != n {
-            return Err(HookError(format!(
-                "residual delta has {} values, the residual {n}",
-                delta.len()
-            )));
-        }
-        let row = i
-            .checked_mul(n)
-            .and_then(|s| Some(s..s.checked_add(n)?))
-            .and_then(|r| self.data.get_mut(r))
-            .ok_or_else(|| HookError(format!("residual row {i} out of range")))?;
-        for (r, d) in row.iter_mut().zip(delta) {
+        for (r, d) in self.row_for_delta(i, delta)?.iter_mut().zip(delta) {
             *r += *d;
         }
         Ok(())
     }
-}
 
-impl Residual<'_> {
     /// Adds the non-zero elements of `delta` to row `i`; zero elements leave the residual bit
     /// for bit untouched (adding `+0.0` would turn a `−0.0` element into `+0.0`).
     pub fn add_nonzero(&mut self, i: usize, delta: &[f32]) -> Result<(), HookError> {
-        let n = self.n_embd;
-        if delta.len() != n {
-            return Err(HookError(format!(
-                "residual delta has {} values, the residual {n}",
-                delta.len()
-            )));
-        }
-        let row = i
-            .checked_mul(n)
-            .and_then(|s| Some(s..s.checked_add(n)?))
-            .and_then(|r| self.data.get_mut(r))
-            .ok_or_else(|| HookError(format!("residual row {i} out of range")))?;
-        for (r, d) in row.iter_mut().zip(delta) {
+        for (r, d) in self.row_for_delta(i, delta)?.iter_mut().zip(delta) {
             if *d != 0.0 {
                 *r += *d;
             }
         }
         Ok(())
+    }
+
+    /// Row `i`, mutable, once `delta` is known to have the row's width.
+    fn row_for_delta(&mut self, i: usize, delta: &[f32]) -> Result<&mut [f32], HookError> {
+        let n = self.n_embd;
+        if delta.len() != n {
+            return Err(HookError(format!(
+                "residual delta has {} values, the residual {n}",
+                delta.len()
+            )));
+        }
+        i.checked_mul(n)
+            .and_then(|s| Some(s..s.checked_add(n)?))
+            .and_then(|r| self.data.get_mut(r))
+            .ok_or_else(|| HookError(format!("residual row {i} out of range")))
     }
 }
 
