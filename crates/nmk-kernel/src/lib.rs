@@ -1,8 +1,9 @@
 //! # nmk-kernel — the scheduler plane
 //!
 //! The dispatcher and sole commit path. It owns admission (fail-closed), capabilities, budgets,
-//! the task graph and its run loop, the commit trap, the event trace and its checker, and the
-//! hash-chained proof ledger with its SQLite store.
+//! the task graph and its run loop, the commit trap, the event trace and its checker, the
+//! hash-chained proof ledger with its SQLite store, the per-token output gate, dynamic k and the
+//! cost model, the governed fact loop, the memory store, and self-extension.
 //!
 //! What it may not touch: correctness. It never judges a result itself; every verdict comes from
 //! a validator registered with it, or from `nmk-det`, and is written to the ledger with that
@@ -14,6 +15,7 @@ pub mod artifact;
 pub mod budget;
 pub mod capability;
 pub mod commit_trap;
+pub mod fact_loop;
 pub mod k_policy;
 pub mod learn;
 pub mod ledger;
