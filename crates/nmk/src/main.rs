@@ -5,6 +5,7 @@
 
 mod commands;
 mod exit;
+mod fact_lane;
 mod proposer;
 mod sandbox;
 mod sensors;

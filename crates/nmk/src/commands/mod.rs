@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod bench;
+pub mod bench_fact_loop;
 pub mod bench_mechanisms;
 pub mod demo;
 pub mod gate;
