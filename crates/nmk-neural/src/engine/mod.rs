@@ -35,6 +35,7 @@ pub mod sampling;
 pub mod session;
 pub mod speculate;
 pub mod token_gate;
+pub mod trap_sites;
 pub mod weights;
 
 pub use config::{Arch, ModelConfig, MoeConfig, RopeStyle, Scales};
@@ -57,3 +58,4 @@ pub use speculate::{
     Drafter, PromptLookup, SpeculativeOutput, SpeculativeParams, speculative_greedy,
 };
 pub use token_gate::{AcceptAll, DEFAULT_MAX_RESAMPLES, GateCounts, TokenGate, TokenVerdict};
+pub use trap_sites::{TrapSites, TrapSitesError};

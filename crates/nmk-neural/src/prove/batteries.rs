@@ -325,19 +325,19 @@ fn chunked_prefill(ctx: &Ctx<'_>) -> BResult<Ran> {
 
 // ---------------------------------------------------------------- trap plane
 
-/// Trap sites: after the first block, every `k` blocks, and the last block (before the head).
-fn trap_sites(n_layer: usize) -> Vec<usize> {
-    let k = (n_layer / 4).max(1);
-    let mut sites: Vec<usize> = (0..n_layer).step_by(k).collect();
-    sites.push(n_layer.saturating_sub(1));
-    sites.dedup();
-    sites
-}
-
 fn trap_plane(ctx: &Ctx<'_>) -> BResult<Ran> {
     let (p, base) = ctx.primary();
     let cfg = ctx.model.config();
-    let sites = trap_sites(cfg.n_layer);
+    let sites = match ctx.opts.trap_sites.layers(cfg.n_layer) {
+        Ok(s) if !s.is_empty() => s,
+        Ok(_) => {
+            return Ok(Ran::Skip(
+                Status::Fail,
+                "no trap site in this model".to_owned(),
+            ));
+        }
+        Err(e) => return Ok(Ran::Skip(Status::Fail, e.to_string())),
+    };
     let d = cfg.n_embd;
     let mut o = Outcome::new(
         "greedy run without hooks",

@@ -69,6 +69,9 @@ pub struct ProveOptions {
     pub park_dir: Option<PathBuf>,
     /// Also run the research batteries (the Mode-B injector).
     pub research: bool,
+    /// Where the trap plane's sites sit (default: after the first block, every n/4 blocks,
+    /// before the head).
+    pub trap_sites: crate::engine::TrapSites,
     /// A deliberately broken mechanism (tests only).
     pub fault: Option<Fault>,
 }
@@ -82,6 +85,7 @@ impl Default for ProveOptions {
             batch: 32,
             park_dir: None,
             research: false,
+            trap_sites: crate::engine::TrapSites::default(),
             fault: None,
         }
     }

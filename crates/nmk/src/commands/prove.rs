@@ -35,6 +35,10 @@ pub struct ProveArgs {
     /// Also run the research batteries (the Mode-B residual injector).
     #[arg(long)]
     research: bool,
+    /// Trap-plane sites: `default` (after the first block, every n/4 blocks, before the head),
+    /// or a list of `first`, `last`, `every:K` and block indices, e.g. `first,every:8,last`.
+    #[arg(long, default_value = "default")]
+    trap_sites: String,
 }
 
 /// The prompts: the first is input-grounded (the answer copies the prompt), so prompt-lookup
@@ -144,6 +148,13 @@ pub fn run(out: &Output, args: &ProveArgs) -> Result<Code> {
     let opts = ProveOptions {
         steps: args.steps,
         research: args.research,
+        trap_sites: match nmk_neural::engine::TrapSites::parse(&args.trap_sites) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(Code::Usage);
+            }
+        },
         ..ProveOptions::default()
     };
     let report = run_batteries(model, &prompts, &opts)?;
