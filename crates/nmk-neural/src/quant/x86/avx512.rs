@@ -10,9 +10,10 @@
 use std::arch::x86_64::*;
 
 use super::super::act::QActRef;
-use super::super::blocks::{Q4_1_BYTES, Q8_0_BYTES, QK};
+use super::super::blocks::{Q4_0_BYTES, Q4_1_BYTES, Q5_0_BYTES, Q8_0_BYTES, QK};
+use super::super::kernels::{per_row, put};
 use super::super::scalar;
-use super::avx2::half_to_f32 as f16_to_f32;
+use super::avx2::{self, bytes_from_bits, half_to_f32 as f16_to_f32, hsum8, nibbles};
 use super::has_avx512;
 
 const FEATURES_OK: fn() -> bool = has_avx512;
@@ -247,3 +248,348 @@ fn q8_0_inner(w: &[u8], a: QActRef<'_>) -> f32 {
     }
     reduce(acc, acct)
 }
+
+// ------------------------------------------------------------------ several activation rows
+
+/// Q4_1 weights against several activation rows (each bitwise equal to [`dot_q4_1`]).
+pub(crate) fn multi_q4_1(w: &[u8], acts: &[QActRef<'_>], out: &mut [f32]) {
+    let nb = w.len() / Q4_1_BYTES;
+    let ok = w.len() == nb * Q4_1_BYTES
+        && acts.len() == out.len()
+        && acts
+            .iter()
+            .all(|a| a.qs.len() >= nb * QK && a.d.len() >= nb && a.s.len() >= nb);
+    if !FEATURES_OK() || !ok {
+        return per_row(dot_q4_1, w, acts, out);
+    }
+    // SAFETY: the AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C features were detected just above.
+    unsafe {
+        match *acts {
+            [a0, a1, a2, a3] => put(out, q4_1_multi(w, [a0, a1, a2, a3])),
+            [a0, a1, a2] => put(out, q4_1_multi(w, [a0, a1, a2])),
+            [a0, a1] => put(out, q4_1_multi(w, [a0, a1])),
+            _ => per_row(dot_q4_1, w, acts, out),
+        }
+    }
+}
+
+/// `q4_1_inner` with the weight unpack shared by the rows; per row the same lanes, the same
+/// `fma` sequence and the same final reduction.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q4_1_multi<const N: usize>(w: &[u8], a: [QActRef<'_>; N]) -> [f32; N] {
+    const G: usize = 8 * Q4_1_BYTES;
+    let m4 = _mm512_set1_epi8(0x0f);
+    let k4 = 0x0004_0004_0004_0004i64;
+    let shifts = _mm512_set_epi64(k4, k4, 0, 0, k4, k4, 0, 0);
+    let dup = _mm512_set_epi64(3, 2, 3, 2, 1, 0, 1, 0);
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 0, 0, 0, 0, 0, 0, 0, 0);
+    let idx = [pair_idx(0), pair_idx(1), pair_idx(2), pair_idx(3)];
+    let mut acc = [_mm512_setzero_ps(); N];
+    let mut accm = [_mm256_setzero_ps(); N];
+    let (groups, tail) = w.as_chunks::<G>();
+    let ng = groups.len();
+    for (g, wg) in groups.iter().enumerate() {
+        let mut dm = [0u32; 8];
+        for (k, v) in dm.iter_mut().enumerate() {
+            let o = k * Q4_1_BYTES;
+            *v = u32::from_le_bytes([wg[o], wg[o + 1], wg[o + 2], wg[o + 3]]);
+        }
+        let dmv = _mm512_cvtph_ps(_mm256_setr_epi32(
+            dm[0] as i32,
+            dm[1] as i32,
+            dm[2] as i32,
+            dm[3] as i32,
+            dm[4] as i32,
+            dm[5] as i32,
+            dm[6] as i32,
+            dm[7] as i32,
+        ));
+        let dx = _mm512_castps512_ps256(_mm512_permutexvar_ps(even, dmv));
+        let mx = _mm512_castps512_ps256(_mm512_permutexvar_ps(odd, dmv));
+        let mut dxy = [_mm512_setzero_ps(); N];
+        for r in 0..N {
+            let dy = ld_ps8(a[r].d, 8 * g);
+            let sy = ld_ps8(a[r].s, 8 * g);
+            accm[r] = _mm256_fmadd_ps(mx, sy, accm[r]);
+            dxy[r] = _mm512_castps256_ps512(_mm256_mul_ps(dx, dy));
+        }
+        for (k, ik) in idx.iter().enumerate() {
+            let q0 = ld128(wg, 2 * k * Q4_1_BYTES + 4);
+            let q1 = ld128(wg, (2 * k + 1) * Q4_1_BYTES + 4);
+            let v = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(q0), q1);
+            let z = _mm512_permutexvar_epi64(dup, _mm512_castsi256_si512(v));
+            let z = _mm512_and_si512(_mm512_srlv_epi16(z, shifts), m4);
+            for r in 0..N {
+                let y = ld512_i8(a[r].qs, (8 * g + 2 * k) * QK);
+                let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), z, y);
+                let sc = _mm512_permutexvar_ps(*ik, dxy[r]);
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), sc, acc[r]);
+            }
+        }
+    }
+    let m4y = _mm256_set1_epi8(0x0f);
+    let mut acct = [_mm256_setzero_ps(); N];
+    let mut summs = [0.0f32; N];
+    for (j, b) in tail.as_chunks::<Q4_1_BYTES>().0.iter().enumerate() {
+        let i = 8 * ng + j;
+        let q = ld128(b, 4);
+        let v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4y);
+        let dx = f16_to_f32(b[0], b[1]);
+        let mx = f16_to_f32(b[2], b[3]);
+        for r in 0..N {
+            let y = ld256_i8(a[r].qs, i * QK);
+            let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), v, y);
+            let dy = a[r].d.get(i).copied().unwrap_or(0.0);
+            let sy = a[r].s.get(i).copied().unwrap_or(0.0);
+            let dxy = dx * dy;
+            acct[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dxy), acct[r]);
+            summs[r] += mx * sy;
+        }
+    }
+    let mut out = [0.0f32; N];
+    for r in 0..N {
+        out[r] = reduce(acc[r], _mm256_add_ps(acct[r], accm[r])) + summs[r];
+    }
+    out
+}
+
+/// Q8_0 weights against several activation rows (each bitwise equal to [`dot_q8_0`]).
+pub(crate) fn multi_q8_0(w: &[u8], acts: &[QActRef<'_>], out: &mut [f32]) {
+    let nb = w.len() / Q8_0_BYTES;
+    let ok = w.len() == nb * Q8_0_BYTES
+        && acts.len() == out.len()
+        && acts
+            .iter()
+            .all(|a| a.qs.len() >= nb * QK && a.d.len() >= nb);
+    if !FEATURES_OK() || !ok {
+        return per_row(dot_q8_0, w, acts, out);
+    }
+    // SAFETY: the AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C features were detected just above.
+    unsafe {
+        match *acts {
+            [a0, a1, a2, a3] => put(out, q8_0_multi(w, [a0, a1, a2, a3])),
+            [a0, a1, a2] => put(out, q8_0_multi(w, [a0, a1, a2])),
+            [a0, a1] => put(out, q8_0_multi(w, [a0, a1])),
+            _ => per_row(dot_q8_0, w, acts, out),
+        }
+    }
+}
+
+/// `q8_0_inner` with |x| and the sign mask shared by the rows; per row the same lanes, the
+/// same `fma` sequence and the same final reduction.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q8_0_multi<const N: usize>(w: &[u8], a: [QActRef<'_>; N]) -> [f32; N] {
+    const G: usize = 8 * Q8_0_BYTES;
+    let idx = [pair_idx(0), pair_idx(1), pair_idx(2), pair_idx(3)];
+    let zero = _mm512_setzero_si512();
+    let mut acc = [_mm512_setzero_ps(); N];
+    let (groups, tail) = w.as_chunks::<G>();
+    let ng = groups.len();
+    for (g, wg) in groups.iter().enumerate() {
+        let mut hs = [0u16; 8];
+        for (k, v) in hs.iter_mut().enumerate() {
+            let o = k * Q8_0_BYTES;
+            *v = u16::from_le_bytes([wg[o], wg[o + 1]]);
+        }
+        let dx = halves8(hs);
+        let mut dxy = [_mm512_setzero_ps(); N];
+        for r in 0..N {
+            let dy = ld_ps8(a[r].d, 8 * g);
+            dxy[r] = _mm512_castps256_ps512(_mm256_mul_ps(dx, dy));
+        }
+        for (k, ik) in idx.iter().enumerate() {
+            let x0 = ld256(wg, 2 * k * Q8_0_BYTES + 2);
+            let x1 = ld256(wg, (2 * k + 1) * Q8_0_BYTES + 2);
+            let x = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(x0), x1);
+            let neg = _mm512_movepi8_mask(x);
+            let ax = _mm512_abs_epi8(x);
+            for r in 0..N {
+                let y = ld512_i8(a[r].qs, (8 * g + 2 * k) * QK);
+                let sy = _mm512_mask_sub_epi8(y, neg, zero, y);
+                let p = _mm512_dpbusd_epi32(zero, ax, sy);
+                let sc = _mm512_permutexvar_ps(*ik, dxy[r]);
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), sc, acc[r]);
+            }
+        }
+    }
+    let mut acct = [_mm256_setzero_ps(); N];
+    for (j, b) in tail.as_chunks::<Q8_0_BYTES>().0.iter().enumerate() {
+        let i = 8 * ng + j;
+        let x = ld256(b, 2);
+        let ax = _mm256_abs_epi8(x);
+        let dx = f16_to_f32(b[0], b[1]);
+        for r in 0..N {
+            let y = ld256_i8(a[r].qs, i * QK);
+            let sy = _mm256_sign_epi8(y, x);
+            let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy);
+            let dy = a[r].d.get(i).copied().unwrap_or(0.0);
+            let dxy = dx * dy;
+            acct[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dxy), acct[r]);
+        }
+    }
+    let mut out = [0.0f32; N];
+    for r in 0..N {
+        out[r] = reduce(acc[r], acct[r]);
+    }
+    out
+}
+
+// ------------------------------------------------ AVX2-equal kernels, two rows per register
+
+/// Lane-permute indices broadcasting lane `k` to lanes 0..8 and lane `8 + k` to lanes 8..16.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn half_idx(k: i32) -> __m512i {
+    let b = 8 + k;
+    _mm512_setr_epi32(k, k, k, k, k, k, k, k, b, b, b, b, b, b, b, b)
+}
+
+/// `lo` in lanes 0..8, `hi` in lanes 8..16 (AVX-512F only, no DQ).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn join_ps(lo: __m256, hi: __m256) -> __m512 {
+    _mm512_castsi512_ps(_mm512_inserti64x4::<1>(
+        _mm512_castsi256_si512(_mm256_castps_si256(lo)),
+        _mm256_castps_si256(hi),
+    ))
+}
+
+/// Two 32-byte activation blocks side by side: row `ya` in the low half, `yb` in the high one.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn ld_pair(ya: &[i8], yb: &[i8], off: usize) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(ld256_i8(ya, off)), ld256_i8(yb, off))
+}
+
+/// Kernels bitwise equal to the AVX2 row-dot of a signed 32-element block type (whose weights
+/// fit in 5 bits, so AVX2's `maddubs` never saturates), for several activation rows. Where
+/// AVX2 gets each i32 lane from `maddubs` + `madd`, `vpdpbusd` gets the same lane (the sum of
+/// the same 4 byte products) in one instruction; two rows share one 512-bit register, and
+/// per lane the float steps are AVX2's: `dxy = dx·dy`, `acc = fma(dxy, float(lane), acc)`
+/// block after block, then `hsum8(acc) + 0.0` per row.
+macro_rules! vnni_pair_kernel {
+    ($multi:ident, $inner:ident, $avx2_dot:path, $avx2_multi:path, $bytes:expr, |$b:ident| $unpack:expr) => {
+        pub(crate) fn $multi(w: &[u8], acts: &[QActRef<'_>], out: &mut [f32]) {
+            let nb = w.len() / $bytes;
+            let ok = w.len() == nb * $bytes
+                && acts.len() == out.len()
+                && acts
+                    .iter()
+                    .all(|a| a.qs.len() >= nb * QK && a.d.len() >= nb);
+            if !FEATURES_OK() || !ok {
+                return per_row($avx2_dot, w, acts, out);
+            }
+            match (acts, out) {
+                ([a0, a1, a2, a3], [o0, o1, o2, o3]) => {
+                    // SAFETY: the AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C features were
+                    // detected just above, and every row holds at least `nb` blocks.
+                    let v = unsafe { $inner(w, [[*a0, *a1], [*a2, *a3]]) };
+                    [*o0, *o1, *o2, *o3] = [v[0][0], v[0][1], v[1][0], v[1][1]];
+                }
+                ([a0, a1], [o0, o1]) => {
+                    // SAFETY: as above.
+                    let v = unsafe { $inner(w, [[*a0, *a1]]) };
+                    [*o0, *o1] = v[0];
+                }
+                (acts, out) => $avx2_multi(w, acts, out),
+            }
+        }
+
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        fn $inner<const P: usize>(w: &[u8], a: [[QActRef<'_>; 2]; P]) -> [[f32; 2]; P] {
+            const G: usize = 8 * $bytes;
+            let idx = [
+                half_idx(0),
+                half_idx(1),
+                half_idx(2),
+                half_idx(3),
+                half_idx(4),
+                half_idx(5),
+                half_idx(6),
+                half_idx(7),
+            ];
+            let zero = _mm512_setzero_si512();
+            let mut acc = [_mm512_setzero_ps(); P];
+            let (groups, tail) = w.as_chunks::<G>();
+            let ng = groups.len();
+            for (g, wg) in groups.iter().enumerate() {
+                let mut hs = [0u16; 8];
+                for (k, v) in hs.iter_mut().enumerate() {
+                    let o = k * $bytes;
+                    *v = u16::from_le_bytes([wg[o], wg[o + 1]]);
+                }
+                let dx = halves8(hs);
+                let mut dxy = [_mm512_setzero_ps(); P];
+                for p in 0..P {
+                    let da = _mm256_mul_ps(dx, ld_ps8(a[p][0].d, 8 * g));
+                    let db = _mm256_mul_ps(dx, ld_ps8(a[p][1].d, 8 * g));
+                    dxy[p] = join_ps(da, db);
+                }
+                for (k, ($b, ik)) in wg.as_chunks::<$bytes>().0.iter().zip(&idx).enumerate() {
+                    let qx: __m256i = $unpack;
+                    let ax = _mm512_broadcast_i64x4(_mm256_abs_epi8(qx));
+                    let m = _mm256_movepi8_mask(qx) as u64;
+                    let neg: __mmask64 = m | (m << 32);
+                    let off = (8 * g + k) * QK;
+                    for p in 0..P {
+                        let y = ld_pair(a[p][0].qs, a[p][1].qs, off);
+                        let sy = _mm512_mask_sub_epi8(y, neg, zero, y);
+                        let q = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, ax, sy));
+                        let sc = _mm512_permutexvar_ps(*ik, dxy[p]);
+                        acc[p] = _mm512_fmadd_ps(sc, q, acc[p]);
+                    }
+                }
+            }
+            for (j, $b) in tail.as_chunks::<$bytes>().0.iter().enumerate() {
+                let i = 8 * ng + j;
+                let qx: __m256i = $unpack;
+                let ax = _mm512_broadcast_i64x4(_mm256_abs_epi8(qx));
+                let m = _mm256_movepi8_mask(qx) as u64;
+                let neg: __mmask64 = m | (m << 32);
+                let dx = f16_to_f32($b[0], $b[1]);
+                for p in 0..P {
+                    let y = ld_pair(a[p][0].qs, a[p][1].qs, i * QK);
+                    let sy = _mm512_mask_sub_epi8(y, neg, zero, y);
+                    let q = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, ax, sy));
+                    let da = dx * a[p][0].d.get(i).copied().unwrap_or(0.0);
+                    let db = dx * a[p][1].d.get(i).copied().unwrap_or(0.0);
+                    let sc = join_ps(_mm256_set1_ps(da), _mm256_set1_ps(db));
+                    acc[p] = _mm512_fmadd_ps(sc, q, acc[p]);
+                }
+            }
+            let mut out = [[0.0f32; 2]; P];
+            for p in 0..P {
+                let lo = _mm512_castps512_ps256(acc[p]);
+                let hi = _mm256_castsi256_ps(_mm512_extracti64x4_epi64::<1>(_mm512_castps_si512(
+                    acc[p],
+                )));
+                // `+ 0.0` as AVX2's `hsum8(acc) + summs` with no min term: it turns −0 into +0.
+                out[p] = [hsum8(lo) + 0.0, hsum8(hi) + 0.0];
+            }
+            out
+        }
+    };
+}
+
+vnni_pair_kernel!(
+    multi_q5_0_vnni,
+    q5_0_pairs,
+    avx2::dot_q5_0,
+    avx2::multi_q5_0,
+    Q5_0_BYTES,
+    |b| {
+        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        let hi = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xf0u8 as i8));
+        _mm256_or_si256(nibbles(ld128(b, 6)), hi)
+    }
+);
+
+vnni_pair_kernel!(
+    multi_q4_0_vnni,
+    q4_0_pairs,
+    avx2::dot_q4_0,
+    avx2::multi_q4_0,
+    Q4_0_BYTES,
+    |b| _mm256_sub_epi8(nibbles(ld128(b, 2)), _mm256_set1_epi8(8))
+);
