@@ -21,9 +21,10 @@ pub(crate) type RowDot = fn(&[u8], &[f32], QActRef<'_>) -> f32;
 /// every row keeps its own accumulators and reduction order. Only quantized types have one.
 pub(crate) type MultiDot = fn(&[u8], &[QActRef<'_>], &mut [f32]);
 
-/// The most activation rows a [`MultiDot`] takes at once (4 rows keep every accumulator of the
-/// AVX-512 kernels in registers).
-pub(crate) const MULTI_ROWS: usize = 4;
+/// The most activation rows a [`MultiDot`] takes at once: the AVX-512 kernels of 32-element
+/// types keep two rows per register, 8 rows in 4 accumulators, so one weight unpack serves 8
+/// rows; kernels with wider per-row state split the group themselves.
+pub(crate) const MULTI_ROWS: usize = 8;
 
 /// The fallback of every [`MultiDot`]: one single-row call per activation row.
 pub(crate) fn per_row(dot: RowDot, w: &[u8], acts: &[QActRef<'_>], out: &mut [f32]) {

@@ -262,11 +262,14 @@ macro_rules! block_kernel {
             // SAFETY: AVX2, FMA and F16C were detected at run time just above, and every
             // activation row holds at least `nb` blocks.
             unsafe {
-                match *acts {
-                    [a0, a1, a2, a3] => put(out, $multi_inner(w, [a0, a1, a2, a3])),
-                    [a0, a1, a2] => put(out, $multi_inner(w, [a0, a1, a2])),
-                    [a0, a1] => put(out, $multi_inner(w, [a0, a1])),
-                    _ => per_row($pub_name, w, acts, out),
+                // The kernels keep at most 4 rows of accumulators in registers.
+                for (acts, out) in acts.chunks(4).zip(out.chunks_mut(4)) {
+                    match *acts {
+                        [a0, a1, a2, a3] => put(out, $multi_inner(w, [a0, a1, a2, a3])),
+                        [a0, a1, a2] => put(out, $multi_inner(w, [a0, a1, a2])),
+                        [a0, a1] => put(out, $multi_inner(w, [a0, a1])),
+                        _ => per_row($pub_name, w, acts, out),
+                    }
                 }
             }
         }
@@ -433,11 +436,14 @@ pub(crate) fn multi_q4_k(w: &[u8], acts: &[QActRef<'_>], out: &mut [f32]) {
     }
     // SAFETY: AVX2, FMA and F16C were detected at run time just above; lengths checked.
     unsafe {
-        match *acts {
-            [a0, a1, a2, a3] => put(out, q4_k_multi(w, [a0, a1, a2, a3])),
-            [a0, a1, a2] => put(out, q4_k_multi(w, [a0, a1, a2])),
-            [a0, a1] => put(out, q4_k_multi(w, [a0, a1])),
-            _ => per_row(dot_q4_k, w, acts, out),
+        // The kernels keep at most 4 rows of accumulators in registers.
+        for (acts, out) in acts.chunks(4).zip(out.chunks_mut(4)) {
+            match *acts {
+                [a0, a1, a2, a3] => put(out, q4_k_multi(w, [a0, a1, a2, a3])),
+                [a0, a1, a2] => put(out, q4_k_multi(w, [a0, a1, a2])),
+                [a0, a1] => put(out, q4_k_multi(w, [a0, a1])),
+                _ => per_row(dot_q4_k, w, acts, out),
+            }
         }
     }
 }
@@ -484,11 +490,14 @@ pub(crate) fn multi_q6_k(w: &[u8], acts: &[QActRef<'_>], out: &mut [f32]) {
     }
     // SAFETY: AVX2, FMA and F16C were detected at run time just above; lengths checked.
     unsafe {
-        match *acts {
-            [a0, a1, a2, a3] => put(out, q6_k_multi(w, [a0, a1, a2, a3])),
-            [a0, a1, a2] => put(out, q6_k_multi(w, [a0, a1, a2])),
-            [a0, a1] => put(out, q6_k_multi(w, [a0, a1])),
-            _ => per_row(dot_q6_k, w, acts, out),
+        // The kernels keep at most 4 rows of accumulators in registers.
+        for (acts, out) in acts.chunks(4).zip(out.chunks_mut(4)) {
+            match *acts {
+                [a0, a1, a2, a3] => put(out, q6_k_multi(w, [a0, a1, a2, a3])),
+                [a0, a1, a2] => put(out, q6_k_multi(w, [a0, a1, a2])),
+                [a0, a1] => put(out, q6_k_multi(w, [a0, a1])),
+                _ => per_row(dot_q6_k, w, acts, out),
+            }
         }
     }
 }

@@ -10,9 +10,12 @@
 use std::arch::x86_64::*;
 
 use super::super::act::QActRef;
-use super::super::blocks::{Q4_0_BYTES, Q4_1_BYTES, Q5_0_BYTES, Q8_0_BYTES, QK};
+use super::super::blocks::{
+    Q4_0_BYTES, Q4_1_BYTES, Q4_K_BYTES, Q5_0_BYTES, Q6_K_BYTES, Q8_0_BYTES, QK, QK_K,
+    unpack_scales_k4,
+};
 use super::super::kernels::{per_row, put};
-use super::super::scalar;
+use super::super::scalar::{self, k_mins, k_update};
 use super::avx2::{self, bytes_from_bits, half_to_f32 as f16_to_f32, hsum8, nibbles};
 use super::has_avx512;
 
@@ -264,11 +267,14 @@ pub(crate) fn multi_q4_1(w: &[u8], acts: &[QActRef<'_>], out: &mut [f32]) {
     }
     // SAFETY: the AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C features were detected just above.
     unsafe {
-        match *acts {
-            [a0, a1, a2, a3] => put(out, q4_1_multi(w, [a0, a1, a2, a3])),
-            [a0, a1, a2] => put(out, q4_1_multi(w, [a0, a1, a2])),
-            [a0, a1] => put(out, q4_1_multi(w, [a0, a1])),
-            _ => per_row(dot_q4_1, w, acts, out),
+        // The kernels keep at most 4 rows of accumulators in registers.
+        for (acts, out) in acts.chunks(4).zip(out.chunks_mut(4)) {
+            match *acts {
+                [a0, a1, a2, a3] => put(out, q4_1_multi(w, [a0, a1, a2, a3])),
+                [a0, a1, a2] => put(out, q4_1_multi(w, [a0, a1, a2])),
+                [a0, a1] => put(out, q4_1_multi(w, [a0, a1])),
+                _ => per_row(dot_q4_1, w, acts, out),
+            }
         }
     }
 }
@@ -367,11 +373,14 @@ pub(crate) fn multi_q8_0(w: &[u8], acts: &[QActRef<'_>], out: &mut [f32]) {
     }
     // SAFETY: the AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C features were detected just above.
     unsafe {
-        match *acts {
-            [a0, a1, a2, a3] => put(out, q8_0_multi(w, [a0, a1, a2, a3])),
-            [a0, a1, a2] => put(out, q8_0_multi(w, [a0, a1, a2])),
-            [a0, a1] => put(out, q8_0_multi(w, [a0, a1])),
-            _ => per_row(dot_q8_0, w, acts, out),
+        // The kernels keep at most 4 rows of accumulators in registers.
+        for (acts, out) in acts.chunks(4).zip(out.chunks_mut(4)) {
+            match *acts {
+                [a0, a1, a2, a3] => put(out, q8_0_multi(w, [a0, a1, a2, a3])),
+                [a0, a1, a2] => put(out, q8_0_multi(w, [a0, a1, a2])),
+                [a0, a1] => put(out, q8_0_multi(w, [a0, a1])),
+                _ => per_row(dot_q8_0, w, acts, out),
+            }
         }
     }
 }
@@ -455,11 +464,27 @@ fn join_ps(lo: __m256, hi: __m256) -> __m512 {
     ))
 }
 
-/// Two 32-byte activation blocks side by side: row `ya` in the low half, `yb` in the high one.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn ld_pair(ya: &[i8], yb: &[i8], off: usize) -> __m512i {
-    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(ld256_i8(ya, off)), ld256_i8(yb, off))
+/// Raw row pointers of several activation rows, for loads whose bounds the entry function
+/// checked once (the hot loops would otherwise spend a third of their instructions on them).
+#[derive(Clone, Copy)]
+struct RowPtrs {
+    qs: *const i8,
+    d: *const f32,
+}
+
+impl RowPtrs {
+    fn of(a: &QActRef<'_>) -> RowPtrs {
+        RowPtrs {
+            qs: a.qs.as_ptr(),
+            d: a.d.as_ptr(),
+        }
+    }
+}
+
+/// Whether every activation row holds at least `nb` blocks of `per_block` quants.
+fn rows_hold(acts: &[QActRef<'_>], nb: usize, per_block: usize) -> bool {
+    acts.iter()
+        .all(|a| a.qs.len() >= nb * per_block && a.d.len() >= nb)
 }
 
 /// Kernels bitwise equal to the AVX2 row-dot of a signed 32-element block type (whose weights
@@ -472,32 +497,50 @@ macro_rules! vnni_pair_kernel {
     ($multi:ident, $inner:ident, $avx2_dot:path, $avx2_multi:path, $bytes:expr, |$b:ident| $unpack:expr) => {
         pub(crate) fn $multi(w: &[u8], acts: &[QActRef<'_>], out: &mut [f32]) {
             let nb = w.len() / $bytes;
-            let ok = w.len() == nb * $bytes
-                && acts.len() == out.len()
-                && acts
-                    .iter()
-                    .all(|a| a.qs.len() >= nb * QK && a.d.len() >= nb);
+            let ok = w.len() == nb * $bytes && acts.len() == out.len() && rows_hold(acts, nb, QK);
             if !FEATURES_OK() || !ok {
                 return per_row($avx2_dot, w, acts, out);
             }
-            match (acts, out) {
-                ([a0, a1, a2, a3], [o0, o1, o2, o3]) => {
-                    // SAFETY: the AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C features were
-                    // detected just above, and every row holds at least `nb` blocks.
-                    let v = unsafe { $inner(w, [[*a0, *a1], [*a2, *a3]]) };
-                    [*o0, *o1, *o2, *o3] = [v[0][0], v[0][1], v[1][0], v[1][1]];
-                }
-                ([a0, a1], [o0, o1]) => {
-                    // SAFETY: as above.
-                    let v = unsafe { $inner(w, [[*a0, *a1]]) };
-                    [*o0, *o1] = v[0];
-                }
-                (acts, out) => $avx2_multi(w, acts, out),
+            let mut rest = (acts, out);
+            loop {
+                rest = match rest {
+                    (
+                        [a0, a1, a2, a3, a4, a5, a6, a7, ar @ ..],
+                        [o0, o1, o2, o3, o4, o5, o6, o7, or @ ..],
+                    ) => {
+                        let pairs = [[a0, a1], [a2, a3], [a4, a5], [a6, a7]];
+                        // SAFETY: the AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C features were
+                        // detected just above, `w` is whole blocks and every row holds at
+                        // least `nb` blocks.
+                        let v = unsafe { $inner(w, pairs.map(|p| p.map(RowPtrs::of))) };
+                        [*o0, *o1, *o2, *o3, *o4, *o5, *o6, *o7] = [
+                            v[0][0], v[0][1], v[1][0], v[1][1], v[2][0], v[2][1], v[3][0], v[3][1],
+                        ];
+                        (ar, or)
+                    }
+                    ([a0, a1, a2, a3, ar @ ..], [o0, o1, o2, o3, or @ ..]) => {
+                        // SAFETY: as above.
+                        let v =
+                            unsafe { $inner(w, [[a0, a1], [a2, a3]].map(|p| p.map(RowPtrs::of))) };
+                        [*o0, *o1, *o2, *o3] = [v[0][0], v[0][1], v[1][0], v[1][1]];
+                        (ar, or)
+                    }
+                    ([a0, a1, ar @ ..], [o0, o1, or @ ..]) => {
+                        // SAFETY: as above.
+                        let v = unsafe { $inner(w, [[RowPtrs::of(a0), RowPtrs::of(a1)]]) };
+                        [*o0, *o1] = v[0];
+                        (ar, or)
+                    }
+                    (acts, out) => return per_row($avx2_dot, w, acts, out),
+                };
             }
         }
 
+        /// # Safety
+        /// The CPU has this module's features, `w` is whole blocks and every row pointer
+        /// addresses at least as many blocks of quants and scales as `w` has.
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-        fn $inner<const P: usize>(w: &[u8], a: [[QActRef<'_>; 2]; P]) -> [[f32; 2]; P] {
+        unsafe fn $inner<const P: usize>(w: &[u8], a: [[RowPtrs; 2]; P]) -> [[f32; 2]; P] {
             const G: usize = 8 * $bytes;
             let idx = [
                 half_idx(0),
@@ -522,9 +565,14 @@ macro_rules! vnni_pair_kernel {
                 let dx = halves8(hs);
                 let mut dxy = [_mm512_setzero_ps(); P];
                 for p in 0..P {
-                    let da = _mm256_mul_ps(dx, ld_ps8(a[p][0].d, 8 * g));
-                    let db = _mm256_mul_ps(dx, ld_ps8(a[p][1].d, 8 * g));
-                    dxy[p] = join_ps(da, db);
+                    // SAFETY: scales 8g..8g+8 are below the block count of `w`.
+                    let (ya, yb) = unsafe {
+                        (
+                            _mm256_loadu_ps(a[p][0].d.add(8 * g)),
+                            _mm256_loadu_ps(a[p][1].d.add(8 * g)),
+                        )
+                    };
+                    dxy[p] = join_ps(_mm256_mul_ps(dx, ya), _mm256_mul_ps(dx, yb));
                 }
                 for (k, ($b, ik)) in wg.as_chunks::<$bytes>().0.iter().zip(&idx).enumerate() {
                     let qx: __m256i = $unpack;
@@ -533,7 +581,8 @@ macro_rules! vnni_pair_kernel {
                     let neg: __mmask64 = m | (m << 32);
                     let off = (8 * g + k) * QK;
                     for p in 0..P {
-                        let y = ld_pair(a[p][0].qs, a[p][1].qs, off);
+                        // SAFETY: block 8g+k is below the block count of `w`.
+                        let y = unsafe { ld_pair_ptr(a[p][0].qs.add(off), a[p][1].qs.add(off)) };
                         let sy = _mm512_mask_sub_epi8(y, neg, zero, y);
                         let q = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, ax, sy));
                         let sc = _mm512_permutexvar_ps(*ik, dxy[p]);
@@ -549,12 +598,17 @@ macro_rules! vnni_pair_kernel {
                 let neg: __mmask64 = m | (m << 32);
                 let dx = f16_to_f32($b[0], $b[1]);
                 for p in 0..P {
-                    let y = ld_pair(a[p][0].qs, a[p][1].qs, i * QK);
+                    // SAFETY: block `i` is below the block count of `w`.
+                    let (y, da, db) = unsafe {
+                        (
+                            ld_pair_ptr(a[p][0].qs.add(i * QK), a[p][1].qs.add(i * QK)),
+                            *a[p][0].d.add(i),
+                            *a[p][1].d.add(i),
+                        )
+                    };
                     let sy = _mm512_mask_sub_epi8(y, neg, zero, y);
                     let q = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, ax, sy));
-                    let da = dx * a[p][0].d.get(i).copied().unwrap_or(0.0);
-                    let db = dx * a[p][1].d.get(i).copied().unwrap_or(0.0);
-                    let sc = join_ps(_mm256_set1_ps(da), _mm256_set1_ps(db));
+                    let sc = join_ps(_mm256_set1_ps(dx * da), _mm256_set1_ps(dx * db));
                     acc[p] = _mm512_fmadd_ps(sc, q, acc[p]);
                 }
             }
@@ -570,6 +624,22 @@ macro_rules! vnni_pair_kernel {
             out
         }
     };
+}
+
+/// Two 32-byte loads side by side in one register.
+///
+/// # Safety
+/// `ya` and `yb` each address 32 readable bytes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn ld_pair_ptr(ya: *const i8, yb: *const i8) -> __m512i {
+    // SAFETY: the caller guarantees 32 readable bytes at each pointer; loads are unaligned.
+    unsafe {
+        _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(_mm256_loadu_si256(ya.cast())),
+            _mm256_loadu_si256(yb.cast()),
+        )
+    }
 }
 
 vnni_pair_kernel!(
@@ -593,3 +663,174 @@ vnni_pair_kernel!(
     Q4_0_BYTES,
     |b| _mm256_sub_epi8(nibbles(ld128(b, 2)), _mm256_set1_epi8(8))
 );
+
+// ------------------------------------------- k-quants, AVX2-equal (exact integers per block)
+
+/// Whether every row holds `nb` Q8_K super-blocks (quants, scales, sums of 16).
+fn k_rows_hold(acts: &[QActRef<'_>], nb: usize) -> bool {
+    acts.iter()
+        .all(|a| a.qs.len() >= nb * QK_K && a.d.len() >= nb && a.bsums.len() >= nb * 16)
+}
+
+/// Calls `inner` on groups of up to 4 rows (its accumulators stay in registers).
+macro_rules! k_groups {
+    ($inner:ident, $w:expr, $acts:expr, $out:expr, $fallback:path) => {
+        for (acts, out) in $acts.chunks(4).zip($out.chunks_mut(4)) {
+            // SAFETY (all arms): the entry function detected the features and checked that
+            // `w` is whole super-blocks and that every row holds as many.
+            match *acts {
+                [a0, a1, a2, a3] => put(out, unsafe { $inner($w, [a0, a1, a2, a3]) }),
+                [a0, a1, a2] => put(out, unsafe { $inner($w, [a0, a1, a2]) }),
+                [a0, a1] => put(out, unsafe { $inner($w, [a0, a1]) }),
+                _ => per_row($fallback, $w, acts, out),
+            }
+        }
+    };
+}
+
+/// Q4_K weights against several activation rows, bitwise equal to AVX2's row-dot (which is
+/// bitwise equal to the scalar one): the same exact integer sums per super-block — here one
+/// 64-byte `maddubs` and one `vpdpwssd` (sub-block scale) per 64 quants — and the same
+/// `k_update`.
+pub(crate) fn multi_q4_k(w: &[u8], acts: &[QActRef<'_>], out: &mut [f32]) {
+    let nb = w.len() / Q4_K_BYTES;
+    let ok = w.len() == nb * Q4_K_BYTES && acts.len() == out.len() && k_rows_hold(acts, nb);
+    if !FEATURES_OK() || !ok {
+        return per_row(avx2::dot_q4_k, w, acts, out);
+    }
+    k_groups!(q4_k_rows, w, acts, out, avx2::dot_q4_k);
+}
+
+/// # Safety
+/// The CPU has this module's features, `w` is whole super-blocks and every row holds as many.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q4_k_rows<const N: usize>(w: &[u8], a: [QActRef<'_>; N]) -> [f32; N] {
+    let qp = a.map(|r| r.qs.as_ptr());
+    let mut sumf = [0.0f32; N];
+    let m4 = _mm512_set1_epi8(0x0f);
+    // 16-bit shifts: 0 for the low 256 bits (low nibbles), 4 for the high 256 (high nibbles).
+    let k4 = 0x0004_0004_0004_0004i64;
+    let shifts = _mm512_set_epi64(k4, k4, k4, k4, 0, 0, 0, 0);
+    for (j, b) in w.as_chunks::<Q4_K_BYTES>().0.iter().enumerate() {
+        let (sc, mn) = unpack_scales_k4(b);
+        let d = f16_to_f32(b[0], b[1]);
+        let dmin = f16_to_f32(b[2], b[3]);
+        let mut isum = [_mm512_setzero_si512(); N];
+        for g in 0..4 {
+            let q = _mm512_broadcast_i64x4(ld256(b, 16 + 32 * g));
+            let z = _mm512_and_si512(_mm512_srlv_epi16(q, shifts), m4);
+            let (s0, s1) = (sc[2 * g] as i16, sc[2 * g + 1] as i16);
+            let scv = _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm256_set1_epi16(s0)),
+                _mm256_set1_epi16(s1),
+            );
+            for r in 0..N {
+                // SAFETY: quants j·256 + 64g .. +64 are inside row `r` (checked by the caller).
+                let y = unsafe { _mm512_loadu_si512(qp[r].add(j * QK_K + 64 * g).cast()) };
+                isum[r] = _mm512_dpwssd_epi32(isum[r], _mm512_maddubs_epi16(z, y), scv);
+            }
+        }
+        for r in 0..N {
+            let bsums = a[r].bsums.get(16 * j..16 * j + 16).unwrap_or(&[]);
+            let imin = k_mins(bsums, &mn);
+            let dy = a[r].d.get(j).copied().unwrap_or(0.0);
+            let total = _mm512_reduce_add_epi32(isum[r]);
+            sumf[r] = k_update(sumf[r], d, dmin, dy, total, imin);
+        }
+    }
+    sumf
+}
+
+/// Q6_K weights against several activation rows, bitwise equal to AVX2's row-dot: the same
+/// exact integer total per super-block (`maddubs` of 6-bit values never saturates, the
+/// sub-block scales go in with `vpdpwssd`) and the same float update.
+pub(crate) fn multi_q6_k(w: &[u8], acts: &[QActRef<'_>], out: &mut [f32]) {
+    let nb = w.len() / Q6_K_BYTES;
+    let ok = w.len() == nb * Q6_K_BYTES && acts.len() == out.len() && k_rows_hold(acts, nb);
+    if !FEATURES_OK() || !ok {
+        return per_row(avx2::dot_q6_k, w, acts, out);
+    }
+    k_groups!(q6_k_rows, w, acts, out, avx2::dot_q6_k);
+}
+
+/// # Safety
+/// The CPU has this module's features, `w` is whole super-blocks and every row holds as many.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q6_k_rows<const N: usize>(w: &[u8], a: [QActRef<'_>; N]) -> [f32; N] {
+    let qp = a.map(|r| r.qs.as_ptr());
+    let mut sumf = [0.0f32; N];
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m2 = _mm256_set1_epi8(3);
+    // i16 lane l takes scale l / 8 (one scale per 16 quants).
+    let spread = _mm512_set_epi16(
+        3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,
+        0, 0,
+    );
+    let join = |lo: __m256i, hi: __m256i| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+    for (j, b) in w.as_chunks::<Q6_K_BYTES>().0.iter().enumerate() {
+        let mut isum = [_mm512_setzero_si512(); N];
+        for half in 0..2 {
+            let ql0 = ld256(b, 64 * half);
+            let ql1 = ld256(b, 64 * half + 32);
+            let qh = ld256(b, 128 + 32 * half);
+            let u0 = _mm256_or_si256(
+                _mm256_and_si256(ql0, m4),
+                _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4),
+            );
+            let u1 = _mm256_or_si256(
+                _mm256_and_si256(ql1, m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4),
+            );
+            let u2 = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4),
+            );
+            let u3 = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4),
+            );
+            let (u01, u23) = (join(u0, u1), join(u2, u3));
+            // The 8 signed scales of this half as i16: 0..4 for u0|u1, 4..8 for u2|u3.
+            let o = 192 + 8 * half;
+            let s8 = i64::from_le_bytes([
+                b[o],
+                b[o + 1],
+                b[o + 2],
+                b[o + 3],
+                b[o + 4],
+                b[o + 5],
+                b[o + 6],
+                b[o + 7],
+            ]);
+            let s16 = _mm512_castsi128_si512(_mm_cvtepi8_epi16(_mm_cvtsi64_si128(s8)));
+            let sc01 = _mm512_permutexvar_epi16(spread, s16);
+            let sc23 =
+                _mm512_permutexvar_epi16(_mm512_add_epi16(spread, _mm512_set1_epi16(4)), s16);
+            for r in 0..N {
+                let yo = j * QK_K + 128 * half;
+                // SAFETY: quants yo .. yo+128 are inside row `r` (checked by the caller).
+                let (y01, y23) = unsafe {
+                    (
+                        _mm512_loadu_si512(qp[r].add(yo).cast()),
+                        _mm512_loadu_si512(qp[r].add(yo + 64).cast()),
+                    )
+                };
+                isum[r] = _mm512_dpwssd_epi32(isum[r], _mm512_maddubs_epi16(u01, y01), sc01);
+                isum[r] = _mm512_dpwssd_epi32(isum[r], _mm512_maddubs_epi16(u23, y23), sc23);
+            }
+        }
+        let d = f16_to_f32(b[208], b[209]);
+        for r in 0..N {
+            let mut off = 0i32;
+            if let Some(bsums) = a[r].bsums.get(16 * j..16 * j + 16) {
+                for g in 0..16 {
+                    off += (b[192 + g] as i8) as i32 * bsums[g] as i32;
+                }
+            }
+            let total = _mm512_reduce_add_epi32(isum[r]).wrapping_sub(off.wrapping_mul(32));
+            let dy = a[r].d.get(j).copied().unwrap_or(0.0);
+            sumf[r] += (d * dy) * total as f32;
+        }
+    }
+    sumf
+}

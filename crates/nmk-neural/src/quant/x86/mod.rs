@@ -87,6 +87,8 @@ pub(crate) fn avx512_multi_for_avx2_dot(ty: GgmlType) -> Option<MultiDot> {
     Some(match ty {
         GgmlType::Q4_0 => avx512::multi_q4_0_vnni,
         GgmlType::Q5_0 => avx512::multi_q5_0_vnni,
+        GgmlType::Q4_K => avx512::multi_q4_k,
+        GgmlType::Q6_K => avx512::multi_q6_k,
         _ => return None,
     })
 }
