@@ -15,7 +15,7 @@ use super::super::blocks::{
     unpack_scales_k4,
 };
 use super::super::kernels::{per_row, put};
-use super::super::scalar::{self, k_mins, k_update};
+use super::super::scalar::{self, k_update};
 use super::avx2::{self, bytes_from_bits, half_to_f32 as f16_to_f32, hsum8, nibbles};
 use super::has_avx512;
 
@@ -576,9 +576,9 @@ macro_rules! vnni_pair_kernel {
                 }
                 for (k, ($b, ik)) in wg.as_chunks::<$bytes>().0.iter().zip(&idx).enumerate() {
                     let qx: __m256i = $unpack;
-                    let ax = _mm512_broadcast_i64x4(_mm256_abs_epi8(qx));
-                    let m = _mm256_movepi8_mask(qx) as u64;
-                    let neg: __mmask64 = m | (m << 32);
+                    let qx2 = _mm512_broadcast_i64x4(qx);
+                    let ax = _mm512_abs_epi8(qx2);
+                    let neg = _mm512_movepi8_mask(qx2);
                     let off = (8 * g + k) * QK;
                     for p in 0..P {
                         // SAFETY: block 8g+k is below the block count of `w`.
@@ -593,9 +593,9 @@ macro_rules! vnni_pair_kernel {
             for (j, $b) in tail.as_chunks::<$bytes>().0.iter().enumerate() {
                 let i = 8 * ng + j;
                 let qx: __m256i = $unpack;
-                let ax = _mm512_broadcast_i64x4(_mm256_abs_epi8(qx));
-                let m = _mm256_movepi8_mask(qx) as u64;
-                let neg: __mmask64 = m | (m << 32);
+                let qx2 = _mm512_broadcast_i64x4(qx);
+                let ax = _mm512_abs_epi8(qx2);
+                let neg = _mm512_movepi8_mask(qx2);
                 let dx = f16_to_f32($b[0], $b[1]);
                 for p in 0..P {
                     // SAFETY: block `i` is below the block count of `w`.
@@ -672,6 +672,28 @@ fn k_rows_hold(acts: &[QActRef<'_>], nb: usize) -> bool {
         .all(|a| a.qs.len() >= nb * QK_K && a.d.len() >= nb && a.bsums.len() >= nb * 16)
 }
 
+/// The wrapping sums of the 16 lanes of `a` and of the 8 lanes of `b` (exact integers, so
+/// any order gives the values of the AVX2 kernels' sums).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn sum_pair(a: __m512i, b: __m256i) -> (i32, i32) {
+    let a8 = _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64::<1>(a));
+    let h = _mm256_hadd_epi32(a8, b);
+    let h = _mm256_hadd_epi32(h, h);
+    let s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+    (_mm_cvtsi128_si32(s), _mm_extract_epi32::<1>(s))
+}
+
+/// Sum of the 8 i32 lanes (wrapping; exact for the kernels' values).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<1>(s));
+    _mm_cvtsi128_si32(s)
+}
+
 /// Calls `inner` on groups of up to 4 rows (its accumulators stay in registers).
 macro_rules! k_groups {
     ($inner:ident, $w:expr, $acts:expr, $out:expr, $fallback:path) => {
@@ -706,6 +728,7 @@ pub(crate) fn multi_q4_k(w: &[u8], acts: &[QActRef<'_>], out: &mut [f32]) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn q4_k_rows<const N: usize>(w: &[u8], a: [QActRef<'_>; N]) -> [f32; N] {
     let qp = a.map(|r| r.qs.as_ptr());
+    let bp = a.map(|r| r.bsums.as_ptr());
     let mut sumf = [0.0f32; N];
     let m4 = _mm512_set1_epi8(0x0f);
     // 16-bit shifts: 0 for the low 256 bits (low nibbles), 4 for the high 256 (high nibbles).
@@ -730,11 +753,14 @@ unsafe fn q4_k_rows<const N: usize>(w: &[u8], a: [QActRef<'_>; N]) -> [f32; N] {
                 isum[r] = _mm512_dpwssd_epi32(isum[r], _mm512_maddubs_epi16(z, y), scv);
             }
         }
+        // mins[j/2] for the 16 sums of 16 quants, as i16 lanes
+        let mn8 = _mm_cvtsi64_si128(i64::from_le_bytes(mn));
+        let mn16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn8, mn8));
         for r in 0..N {
-            let bsums = a[r].bsums.get(16 * j..16 * j + 16).unwrap_or(&[]);
-            let imin = k_mins(bsums, &mn);
+            // SAFETY: sums 16j..16j+16 are inside row `r` (checked by the caller).
+            let bs = unsafe { _mm256_loadu_si256(bp[r].add(16 * j).cast()) };
+            let (total, imin) = sum_pair(isum[r], _mm256_madd_epi16(bs, mn16));
             let dy = a[r].d.get(j).copied().unwrap_or(0.0);
-            let total = _mm512_reduce_add_epi32(isum[r]);
             sumf[r] = k_update(sumf[r], d, dmin, dy, total, imin);
         }
     }
@@ -758,6 +784,7 @@ pub(crate) fn multi_q6_k(w: &[u8], acts: &[QActRef<'_>], out: &mut [f32]) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn q6_k_rows<const N: usize>(w: &[u8], a: [QActRef<'_>; N]) -> [f32; N] {
     let qp = a.map(|r| r.qs.as_ptr());
+    let bp = a.map(|r| r.bsums.as_ptr());
     let mut sumf = [0.0f32; N];
     let m4 = _mm256_set1_epi8(0x0f);
     let m2 = _mm256_set1_epi8(3);
@@ -820,14 +847,17 @@ unsafe fn q6_k_rows<const N: usize>(w: &[u8], a: [QActRef<'_>; N]) -> [f32; N] {
             }
         }
         let d = f16_to_f32(b[208], b[209]);
+        let sc16 = _mm256_cvtepi8_epi16(ld128(b, 192));
         for r in 0..N {
-            let mut off = 0i32;
-            if let Some(bsums) = a[r].bsums.get(16 * j..16 * j + 16) {
-                for g in 0..16 {
-                    off += (b[192 + g] as i8) as i32 * bsums[g] as i32;
-                }
-            }
-            let total = _mm512_reduce_add_epi32(isum[r]).wrapping_sub(off.wrapping_mul(32));
+            // SAFETY: sums 16j..16j+16 are inside row `r` (checked by the caller).
+            let bs = unsafe { _mm256_loadu_si256(bp[r].add(16 * j).cast()) };
+            // Σ (u − 32)·y·sc = Σ u·y·sc − 32·Σ_g sc_g·bsum_g, all exact in i32
+            let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bs, sc16));
+            let i8 = _mm256_add_epi32(
+                _mm512_castsi512_si256(isum[r]),
+                _mm512_extracti64x4_epi64::<1>(isum[r]),
+            );
+            let total = hsum_i32(_mm256_sub_epi32(i8, off));
             let dy = a[r].d.get(j).copied().unwrap_or(0.0);
             sumf[r] += (d * dy) * total as f32;
         }
