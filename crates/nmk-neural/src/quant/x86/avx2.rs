@@ -8,6 +8,9 @@
 //! - k-quants: exact integer sums per super-block, reduced to scalars, then the scalar code's
 //!   float update: bitwise equal to it.
 //!
+//! - Several activation rows (`multi_*`, prefill): the same per-row operations with the weight
+//!   unpack done once for up to 4 rows: bitwise equal to the row kernels above.
+//!
 //! Every public function checks the CPU features and the slice lengths, falling back to the
 //! scalar kernel when either check fails; inner functions only read through references to
 //! fixed-size arrays obtained by safe slicing.

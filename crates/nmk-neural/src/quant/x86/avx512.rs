@@ -5,6 +5,11 @@
 //! `dx·dy` (a lane permute) into a 16-lane float accumulator. Blocks past the last full group
 //! go one at a time through 256-bit VNNI into an 8-lane accumulator. The final reduction is a
 //! fixed tree. Float rounding differs from the scalar reference (lane-wise sums).
+//!
+//! Several-rows kernels for prefill: each output is bitwise equal to the row-dot this level
+//! runs for its type (the AVX-512 one for Q4_1/Q8_0, the AVX2 one for Q4_0/Q5_0/Q4_K/Q6_K);
+//! they only share the weight decoding between activation rows and use wider integer
+//! instructions where the integers are exact.
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::*;
