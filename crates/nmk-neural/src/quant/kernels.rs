@@ -15,16 +15,35 @@ use crate::gguf::GgmlType;
 /// Callers guarantee the lengths; kernels never read past the slices either way.
 pub(crate) type RowDot = fn(&[u8], &[f32], QActRef<'_>) -> f32;
 
-/// Several-rows signature: one weight row against `acts.len()` (at most [`MULTI_ROWS`])
-/// quantized activation rows, writing `out[i]` for `acts[i]`. Each `out[i]` is bitwise equal
-/// to the matching [`RowDot`] on `acts[i]`: only the weight decoding is shared between rows,
-/// every row keeps its own accumulators and reduction order. Only quantized types have one.
-pub(crate) type MultiDot = fn(&[u8], &[QActRef<'_>], &mut [f32]);
+/// Several-rows signature: every weight row of `w` (rows of the given byte length) against
+/// `acts` (quantized activation rows); `out` is `rows × acts.len()` row-major. Each output is
+/// bitwise equal to the matching [`RowDot`] on that activation row: only the weight decoding
+/// is shared between activation rows, every row keeps its own accumulators and reduction
+/// order. Only quantized types have one.
+pub(crate) type MultiDot = fn(&[u8], usize, &[QActRef<'_>], &mut [f32]);
 
-/// The most activation rows a [`MultiDot`] takes at once: the AVX-512 kernels of 32-element
-/// types keep two rows per register, 8 rows in 4 accumulators, so one weight unpack serves 8
-/// rows; kernels with wider per-row state split the group themselves.
+/// The most activation rows a [`MultiDot`] gets at once: the AVX-512 kernels keep 8 rows of
+/// accumulators in registers (two rows per register for 32-element types), so one weight
+/// decode serves 8 rows; kernels with wider per-row state split the group themselves.
 pub(crate) const MULTI_ROWS: usize = 8;
+
+/// Runs a one-weight-row kernel `f` over every row of `w` (rows of `row_bytes`), writing the
+/// outputs of row `k` to `out[k·m .. (k+1)·m]`, `m = acts.len()`.
+pub(crate) fn over_rows(
+    w: &[u8],
+    row_bytes: usize,
+    acts: &[QActRef<'_>],
+    out: &mut [f32],
+    f: impl Fn(&[u8], &[QActRef<'_>], &mut [f32]),
+) {
+    let m = acts.len();
+    if row_bytes == 0 || m == 0 {
+        return;
+    }
+    for (wr, o) in w.chunks_exact(row_bytes).zip(out.chunks_exact_mut(m)) {
+        f(wr, acts, o);
+    }
+}
 
 /// The fallback of every [`MultiDot`]: one single-row call per activation row.
 pub(crate) fn per_row(dot: RowDot, w: &[u8], acts: &[QActRef<'_>], out: &mut [f32]) {

@@ -417,31 +417,36 @@ impl RowJob<'_> {
     fn compute(&self, range: std::ops::Range<usize>, mut put: impl FnMut(usize, usize, f32)) {
         let views: Vec<QActRef<'_>> = self.acts.iter().map(QAct::view).collect();
         let m = views.len();
-        let mut buf = [0.0f32; MULTI_ROWS];
+        let mut buf = [0.0f32; MULTI_ROWS * ROW_TILE];
         let mut r0 = range.start;
         while r0 < range.end {
             let r1 = (r0 + ROW_TILE).min(range.end);
+            let tile = self
+                .w
+                .get(r0 * self.row_bytes..r1 * self.row_bytes)
+                .unwrap_or(&[]);
             let mut i0 = 0;
             while i0 < m {
                 let i1 = (i0 + MULTI_ROWS).min(m);
                 let group = views.get(i0..i1).unwrap_or(&[]);
-                let out = buf.get_mut(..group.len()).unwrap_or(&mut []);
-                for r in r0..r1 {
-                    let Some(wr) = self.w.get(r * self.row_bytes..(r + 1) * self.row_bytes) else {
-                        continue;
-                    };
-                    match self.multi {
-                        Some(f) if group.len() > 1 => f(wr, group, out),
-                        _ => {
-                            for (k, (o, a)) in out.iter_mut().zip(group).enumerate() {
+                let g = group.len();
+                let out = buf.get_mut(..g * (r1 - r0)).unwrap_or(&mut []);
+                match self.multi {
+                    Some(f) if g > 1 => f(tile, self.row_bytes, group, out),
+                    _ => {
+                        let rows = tile.chunks_exact(self.row_bytes.max(1));
+                        for (wr, o) in rows.zip(out.chunks_exact_mut(g.max(1))) {
+                            for (k, (o, a)) in o.iter_mut().zip(group).enumerate() {
                                 let x0 = (i0 + k) * self.n_cols;
                                 let x = self.xs.get(x0..x0 + self.n_cols).unwrap_or(&[]);
                                 *o = (self.dot)(wr, x, *a);
                             }
                         }
                     }
-                    for (k, v) in out.iter().enumerate() {
-                        put(i0 + k, r, *v);
+                }
+                for (dr, o) in out.chunks_exact(g.max(1)).enumerate() {
+                    for (k, v) in o.iter().enumerate() {
+                        put(i0 + k, r0 + dr, *v);
                     }
                 }
                 i0 = i1;

@@ -19,7 +19,7 @@ use super::super::blocks::{
     Q4_0_BYTES, Q4_1_BYTES, Q4_K_BYTES, Q5_0_BYTES, Q6_K_BYTES, Q8_0_BYTES, QK, QK_K,
     unpack_scales_k4,
 };
-use super::super::kernels::{per_row, put};
+use super::super::kernels::{over_rows, per_row, put};
 use super::super::scalar::{self, k_update};
 use super::avx2::{self, bytes_from_bits, half_to_f32 as f16_to_f32, hsum8, nibbles};
 use super::has_avx512;
@@ -486,6 +486,27 @@ impl RowPtrs {
     }
 }
 
+/// Row pointers of activation rows `i0 .. i0 + 2P` in pairs (the caller checked `2P` rows
+/// are left).
+fn pair_ptrs<const P: usize>(acts: &[QActRef<'_>], i0: usize) -> [[RowPtrs; 2]; P] {
+    std::array::from_fn(|p| {
+        [
+            RowPtrs::of(&acts[i0 + 2 * p]),
+            RowPtrs::of(&acts[i0 + 2 * p + 1]),
+        ]
+    })
+}
+
+/// Writes pair results to `out[at ..]` in activation order.
+#[inline]
+fn put_pairs<const P: usize>(out: &mut [f32], at: usize, v: [[f32; 2]; P]) {
+    if let Some(o) = out.get_mut(at..at + 2 * P) {
+        for (o, x) in o.iter_mut().zip(v.as_flattened()) {
+            *o = *x;
+        }
+    }
+}
+
 /// Whether every activation row holds at least `nb` blocks of `per_block` quants.
 fn rows_hold(acts: &[QActRef<'_>], nb: usize, per_block: usize) -> bool {
     acts.iter()
@@ -499,45 +520,56 @@ fn rows_hold(acts: &[QActRef<'_>], nb: usize, per_block: usize) -> bool {
 /// per lane the float steps are AVX2's: `dxy = dx·dy`, `acc = fma(dxy, float(lane), acc)`
 /// block after block, then `hsum8(acc) + 0.0` per row.
 macro_rules! vnni_pair_kernel {
-    ($multi:ident, $inner:ident, $avx2_dot:path, $avx2_multi:path, $bytes:expr, |$b:ident| $unpack:expr) => {
-        pub(crate) fn $multi(w: &[u8], acts: &[QActRef<'_>], out: &mut [f32]) {
-            let nb = w.len() / $bytes;
-            let ok = w.len() == nb * $bytes && acts.len() == out.len() && rows_hold(acts, nb, QK);
+    ($multi:ident, $inner:ident, $avx2_dot:path, $bytes:expr, |$b:ident| $unpack:expr) => {
+        /// Every row of `w` (rows of `rb` bytes) against every activation row; `out` is
+        /// `rows × acts` row-major. Checks and row pointers are set up once per call, not once
+        /// per weight row.
+        pub(crate) fn $multi(w: &[u8], rb: usize, acts: &[QActRef<'_>], out: &mut [f32]) {
+            let m = acts.len();
+            let nb = rb / $bytes;
+            let ok = rb > 0
+                && rb == nb * $bytes
+                && w.len() % rb == 0
+                && out.len() == w.len() / rb * m
+                && rows_hold(acts, nb, QK);
             if !FEATURES_OK() || !ok {
-                return per_row($avx2_dot, w, acts, out);
+                return over_rows(w, rb, acts, out, |wr, a, o| per_row($avx2_dot, wr, a, o));
             }
-            let mut rest = (acts, out);
-            loop {
-                rest = match rest {
-                    (
-                        [a0, a1, a2, a3, a4, a5, a6, a7, ar @ ..],
-                        [o0, o1, o2, o3, o4, o5, o6, o7, or @ ..],
-                    ) => {
-                        let pairs = [[a0, a1], [a2, a3], [a4, a5], [a6, a7]];
+            let rows = w.chunks_exact(rb).enumerate();
+            let mut i0 = 0;
+            while i0 < m {
+                let left = m - i0;
+                if left >= 8 {
+                    let p = pair_ptrs::<4>(acts, i0);
+                    for (k, wr) in rows.clone() {
                         // SAFETY: the AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C features were
-                        // detected just above, `w` is whole blocks and every row holds at
-                        // least `nb` blocks.
-                        let v = unsafe { $inner(w, pairs.map(|p| p.map(RowPtrs::of))) };
-                        [*o0, *o1, *o2, *o3, *o4, *o5, *o6, *o7] = [
-                            v[0][0], v[0][1], v[1][0], v[1][1], v[2][0], v[2][1], v[3][0], v[3][1],
-                        ];
-                        (ar, or)
+                        // detected just above, `wr` is whole blocks and every activation row
+                        // holds at least `nb` blocks.
+                        put_pairs(out, k * m + i0, unsafe { $inner(wr, &p) });
                     }
-                    ([a0, a1, a2, a3, ar @ ..], [o0, o1, o2, o3, or @ ..]) => {
+                    i0 += 8;
+                } else if left >= 4 {
+                    let p = pair_ptrs::<2>(acts, i0);
+                    for (k, wr) in rows.clone() {
                         // SAFETY: as above.
-                        let v =
-                            unsafe { $inner(w, [[a0, a1], [a2, a3]].map(|p| p.map(RowPtrs::of))) };
-                        [*o0, *o1, *o2, *o3] = [v[0][0], v[0][1], v[1][0], v[1][1]];
-                        (ar, or)
+                        put_pairs(out, k * m + i0, unsafe { $inner(wr, &p) });
                     }
-                    ([a0, a1, ar @ ..], [o0, o1, or @ ..]) => {
+                    i0 += 4;
+                } else if left >= 2 {
+                    let p = pair_ptrs::<1>(acts, i0);
+                    for (k, wr) in rows.clone() {
                         // SAFETY: as above.
-                        let v = unsafe { $inner(w, [[RowPtrs::of(a0), RowPtrs::of(a1)]]) };
-                        [*o0, *o1] = v[0];
-                        (ar, or)
+                        put_pairs(out, k * m + i0, unsafe { $inner(wr, &p) });
                     }
-                    (acts, out) => return per_row($avx2_dot, w, acts, out),
-                };
+                    i0 += 2;
+                } else {
+                    for (k, wr) in rows.clone() {
+                        if let (Some(o), Some(a)) = (out.get_mut(k * m + i0), acts.get(i0)) {
+                            *o = $avx2_dot(wr, &[], *a);
+                        }
+                    }
+                    i0 += 1;
+                }
             }
         }
 
@@ -545,7 +577,7 @@ macro_rules! vnni_pair_kernel {
         /// The CPU has this module's features, `w` is whole blocks and every row pointer
         /// addresses at least as many blocks of quants and scales as `w` has.
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-        unsafe fn $inner<const P: usize>(w: &[u8], a: [[RowPtrs; 2]; P]) -> [[f32; 2]; P] {
+        unsafe fn $inner<const P: usize>(w: &[u8], a: &[[RowPtrs; 2]; P]) -> [[f32; 2]; P] {
             const G: usize = 8 * $bytes;
             let idx = [
                 half_idx(0),
@@ -651,7 +683,6 @@ vnni_pair_kernel!(
     multi_q5_0_vnni,
     q5_0_pairs,
     avx2::dot_q5_0,
-    avx2::multi_q5_0,
     Q5_0_BYTES,
     |b| {
         let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
@@ -664,7 +695,6 @@ vnni_pair_kernel!(
     multi_q4_0_vnni,
     q4_0_pairs,
     avx2::dot_q4_0,
-    avx2::multi_q4_0,
     Q4_0_BYTES,
     |b| _mm256_sub_epi8(nibbles(ld128(b, 2)), _mm256_set1_epi8(8))
 );
@@ -699,13 +729,24 @@ fn hsum_i32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
-/// Calls `inner` on groups of up to 4 rows (its accumulators stay in registers).
+/// Calls `inner` on groups of up to 8 rows (one 512-bit accumulator per row, so all of them
+/// stay in registers).
 macro_rules! k_groups {
     ($inner:ident, $w:expr, $acts:expr, $out:expr, $fallback:path) => {
-        for (acts, out) in $acts.chunks(4).zip($out.chunks_mut(4)) {
+        for (acts, out) in $acts.chunks(8).zip($out.chunks_mut(8)) {
             // SAFETY (all arms): the entry function detected the features and checked that
             // `w` is whole super-blocks and that every row holds as many.
             match *acts {
+                [a0, a1, a2, a3, a4, a5, a6, a7] => {
+                    put(out, unsafe { $inner($w, [a0, a1, a2, a3, a4, a5, a6, a7]) })
+                }
+                [a0, a1, a2, a3, a4, a5, a6] => {
+                    put(out, unsafe { $inner($w, [a0, a1, a2, a3, a4, a5, a6]) })
+                }
+                [a0, a1, a2, a3, a4, a5] => {
+                    put(out, unsafe { $inner($w, [a0, a1, a2, a3, a4, a5]) })
+                }
+                [a0, a1, a2, a3, a4] => put(out, unsafe { $inner($w, [a0, a1, a2, a3, a4]) }),
                 [a0, a1, a2, a3] => put(out, unsafe { $inner($w, [a0, a1, a2, a3]) }),
                 [a0, a1, a2] => put(out, unsafe { $inner($w, [a0, a1, a2]) }),
                 [a0, a1] => put(out, unsafe { $inner($w, [a0, a1]) }),
