@@ -15,6 +15,51 @@ use crate::gguf::GgmlType;
 /// Callers guarantee the lengths; kernels never read past the slices either way.
 pub(crate) type RowDot = fn(&[u8], &[f32], QActRef<'_>) -> f32;
 
+/// Several-rows signature: every weight row of `w` (rows of the given byte length) against
+/// `acts` (quantized activation rows); `out` is `rows × acts.len()` row-major. Each output is
+/// bitwise equal to the matching [`RowDot`] on that activation row: only the weight decoding
+/// is shared between activation rows, every row keeps its own accumulators and reduction
+/// order. Only quantized types have one.
+pub(crate) type MultiDot = fn(&[u8], usize, &[QActRef<'_>], &mut [f32]);
+
+/// The most activation rows a [`MultiDot`] gets at once: the AVX-512 kernels keep 8 rows of
+/// accumulators in registers (two rows per register for 32-element types), so one weight
+/// decode serves 8 rows; kernels with wider per-row state split the group themselves.
+pub(crate) const MULTI_ROWS: usize = 8;
+
+/// Runs a one-weight-row kernel `f` over every row of `w` (rows of `row_bytes`), writing the
+/// outputs of row `k` to `out[k·m .. (k+1)·m]`, `m = acts.len()`.
+pub(crate) fn over_rows(
+    w: &[u8],
+    row_bytes: usize,
+    acts: &[QActRef<'_>],
+    out: &mut [f32],
+    f: impl Fn(&[u8], &[QActRef<'_>], &mut [f32]),
+) {
+    let m = acts.len();
+    if row_bytes == 0 || m == 0 {
+        return;
+    }
+    for (wr, o) in w.chunks_exact(row_bytes).zip(out.chunks_exact_mut(m)) {
+        f(wr, acts, o);
+    }
+}
+
+/// The fallback of every [`MultiDot`]: one single-row call per activation row.
+pub(crate) fn per_row(dot: RowDot, w: &[u8], acts: &[QActRef<'_>], out: &mut [f32]) {
+    for (o, a) in out.iter_mut().zip(acts) {
+        *o = dot(w, &[], *a);
+    }
+}
+
+/// Copies a kernel's per-row results into `out`.
+#[inline]
+pub(crate) fn put<const N: usize>(out: &mut [f32], v: [f32; N]) {
+    for (o, x) in out.iter_mut().zip(v) {
+        *o = x;
+    }
+}
+
 /// An instruction-set level for the dot kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Isa {
@@ -121,6 +166,29 @@ pub(crate) fn row_dot(ty: GgmlType, isa: Isa) -> Option<RowDot> {
     }
     let _ = isa;
     Some(base)
+}
+
+/// The several-rows kernel matching [`row_dot`]`(ty, isa)` bit for bit, or `None` where that
+/// level has none for `ty` (callers then loop over [`row_dot`]). It mirrors `row_dot`'s
+/// fallbacks, so it never pairs with a row-dot of another level.
+pub(crate) fn row_multi(ty: GgmlType, isa: Isa) -> Option<MultiDot> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa == Isa::Avx512 && super::x86::avx512_dot(ty).is_some() {
+            return super::x86::avx512_multi(ty);
+        }
+        if isa == Isa::Avx512
+            && super::x86::avx2_dot(ty).is_some()
+            && let Some(f) = super::x86::avx512_multi_for_avx2_dot(ty)
+        {
+            return Some(f);
+        }
+        if matches!(isa, Isa::Avx512 | Isa::Avx2) && super::x86::avx2_dot(ty).is_some() {
+            return super::x86::avx2_multi(ty);
+        }
+    }
+    let _ = (ty, isa);
+    None
 }
 
 /// Which level actually runs `ty` when `isa` is requested (after fallbacks).

@@ -4,9 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::QuantError;
-use super::act::{ActFormat, QAct};
+use super::act::{ActFormat, QAct, QActRef};
 use super::blocks::{self, row_bytes};
-use super::kernels::{Isa, RowDot, row_dot};
+use super::kernels::{Isa, MULTI_ROWS, MultiDot, RowDot, row_dot, row_multi};
 use super::threads::Threads;
 use crate::gguf::{GgmlType, GgufFile};
 
@@ -59,6 +59,7 @@ pub struct QMatrix {
     act: ActFormat,
     isa: Isa,
     dot: RowDot,
+    multi: Option<MultiDot>,
 }
 
 impl fmt::Debug for QMatrix {
@@ -93,6 +94,7 @@ impl QMatrix {
         }
         let isa = Isa::detect();
         let dot = row_dot(ty, isa).ok_or(QuantError::Unsupported { ty, op: "matrix" })?;
+        let multi = row_multi(ty, isa);
         Ok(QMatrix {
             store,
             offset,
@@ -103,6 +105,7 @@ impl QMatrix {
             act,
             isa,
             dot,
+            multi,
         })
     }
 
@@ -212,6 +215,7 @@ impl QMatrix {
             ty: self.ty,
             op: "matrix",
         })?;
+        self.multi = row_multi(self.ty, isa);
         self.isa = isa;
         Ok(self)
     }
@@ -303,7 +307,9 @@ impl QMatrix {
     }
 
     /// `ys = xs·Wᵀ`: `xs` is `m × n_cols` row-major, `ys` is `m × n_rows` row-major. Every
-    /// activation row is quantized on its own; every output element is one row-kernel call.
+    /// activation row is quantized on its own; every output element is one row-kernel call,
+    /// or one lane of a several-rows kernel that is bitwise equal to it (the weight row is
+    /// decoded once for up to [`MULTI_ROWS`] activation rows).
     pub fn matmul(&self, xs: &[f32], ys: &mut [f32], threads: &Threads) -> Result<(), QuantError> {
         if self.n_rows == 0 {
             return if ys.is_empty() {
@@ -355,6 +361,7 @@ impl QMatrix {
             xs,
             acts: &acts,
             dot: self.dot,
+            multi: self.multi,
         };
         if threads.count() == 1 || self.n_rows < 2 * ROW_TILE {
             job.run(0..self.n_rows, ys);
@@ -380,43 +387,69 @@ struct RowJob<'a> {
     xs: &'a [f32],
     acts: &'a [QAct],
     dot: RowDot,
+    multi: Option<MultiDot>,
 }
 
 impl RowJob<'_> {
     /// Computes rows `range` for all activation rows straight into `ys` (m × n_rows).
     fn run(&self, range: std::ops::Range<usize>, ys: &mut [f32]) {
-        let m = self.acts.len();
-        let mut r0 = range.start;
-        while r0 < range.end {
-            let r1 = (r0 + ROW_TILE).min(range.end);
-            for (i, (x, a)) in self.xs.chunks_exact(self.n_cols).zip(self.acts).enumerate() {
-                let a = a.view();
-                for r in r0..r1 {
-                    let wr = self.w.get(r * self.row_bytes..(r + 1) * self.row_bytes);
-                    if let (Some(wr), Some(o)) = (wr, ys.get_mut(i * self.n_rows + r)) {
-                        *o = (self.dot)(wr, x, a);
-                    }
-                }
+        let n_rows = self.n_rows;
+        self.compute(range, |i, r, v| {
+            if let Some(o) = ys.get_mut(i * n_rows + r) {
+                *o = v;
             }
-            r0 = r1;
-        }
-        let _ = m;
+        });
     }
 
     /// Computes rows `range` into `local` laid out `m × range.len()`.
     fn run_into(&self, range: std::ops::Range<usize>, local: &mut [f32]) {
-        let n = range.len();
+        let (start, n) = (range.start, range.len());
+        self.compute(range, |i, r, v| {
+            if let Some(o) = local.get_mut(i * n + (r - start)) {
+                *o = v;
+            }
+        });
+    }
+
+    /// Calls `put(i, r, y)` for every activation row `i` and weight row `r` in `range`. Tiles
+    /// of `ROW_TILE` weight rows stay in cache while groups of `MULTI_ROWS` activation rows go
+    /// through them; the tiling changes which values are computed together, never how.
+    fn compute(&self, range: std::ops::Range<usize>, mut put: impl FnMut(usize, usize, f32)) {
+        let views: Vec<QActRef<'_>> = self.acts.iter().map(QAct::view).collect();
+        let m = views.len();
+        let mut buf = [0.0f32; MULTI_ROWS * ROW_TILE];
         let mut r0 = range.start;
         while r0 < range.end {
             let r1 = (r0 + ROW_TILE).min(range.end);
-            for (i, (x, a)) in self.xs.chunks_exact(self.n_cols).zip(self.acts).enumerate() {
-                let a = a.view();
-                for r in r0..r1 {
-                    let wr = self.w.get(r * self.row_bytes..(r + 1) * self.row_bytes);
-                    if let (Some(wr), Some(o)) = (wr, local.get_mut(i * n + (r - range.start))) {
-                        *o = (self.dot)(wr, x, a);
+            let tile = self
+                .w
+                .get(r0 * self.row_bytes..r1 * self.row_bytes)
+                .unwrap_or(&[]);
+            let mut i0 = 0;
+            while i0 < m {
+                let i1 = (i0 + MULTI_ROWS).min(m);
+                let group = views.get(i0..i1).unwrap_or(&[]);
+                let g = group.len();
+                let out = buf.get_mut(..g * (r1 - r0)).unwrap_or(&mut []);
+                match self.multi {
+                    Some(f) if g > 1 => f(tile, self.row_bytes, group, out),
+                    _ => {
+                        let rows = tile.chunks_exact(self.row_bytes.max(1));
+                        for (wr, o) in rows.zip(out.chunks_exact_mut(g.max(1))) {
+                            for (k, (o, a)) in o.iter_mut().zip(group).enumerate() {
+                                let x0 = (i0 + k) * self.n_cols;
+                                let x = self.xs.get(x0..x0 + self.n_cols).unwrap_or(&[]);
+                                *o = (self.dot)(wr, x, *a);
+                            }
+                        }
                     }
                 }
+                for (dr, o) in out.chunks_exact(g.max(1)).enumerate() {
+                    for (k, v) in o.iter().enumerate() {
+                        put(i0 + k, r0 + dr, *v);
+                    }
+                }
+                i0 = i1;
             }
             r0 = r1;
         }

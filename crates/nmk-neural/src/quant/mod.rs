@@ -17,10 +17,13 @@
 //! `matmul` output `ys[i][r]` is bitwise identical to `matvec` of row `i` alone, for every `m`
 //! and thread count, because: each activation row is quantized on its own by one scalar routine
 //! (ggml's `vec_dot_type`: Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for k-quants, f32
-//! for F32/F16/BF16); each output element is exactly one call of one row-dot kernel with a
-//! fixed reduction order; threads split only output rows, never a dot product. The kernel is
-//! chosen once per matrix from the ISA detected once per process ([`Isa::detect`]), so every
-//! call on a machine takes the same path.
+//! for F32/F16/BF16); each output element is one call of one row-dot kernel with a fixed
+//! reduction order, or one output of a several-rows kernel that performs, for that activation
+//! row, exactly the row-dot's float operations in the same order (it only shares the weight
+//! decoding between up to 8 activation rows; integer parts are exact whatever their grouping);
+//! threads split only output rows, never a dot product. The kernels are chosen once per matrix
+//! from the ISA detected once per process ([`Isa::detect`]), so every call on a machine takes
+//! the same path.
 //!
 //! # Kernels per CPU
 //! | weights | scalar | AVX2+FMA+F16C | AVX-512 F/BW/VL+VNNI |
@@ -29,6 +32,12 @@
 //! | Q4_0, Q5_0, Q5_1 | yes | yes (≈ scalar) | uses AVX2 |
 //! | Q4_1, Q8_0 | yes | yes (≈ scalar) | `vpdpbusd`, 8-block groups (≈ scalar) |
 //! | Q4_K, Q5_K, Q6_K | yes | yes (bitwise = scalar) | uses AVX2 |
+//!
+//! Several-rows kernels (prefill, `m > 1`): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K on AVX2
+//! (4 activation rows per weight decode); on AVX-512, Q4_1 and Q8_0 (4 rows, equal to the
+//! AVX-512 row-dots), Q4_0 and Q5_0 (VNNI, 8 rows, two per register) and Q4_K and Q6_K
+//! (64-byte `maddubs` + `vpdpwssd`, 4 rows), all bitwise equal to the AVX2 row-dots that level
+//! runs for them. Other types and the scalar level loop over the row-dot.
 //!
 //! "bitwise = scalar": same integers per super-block (k-quants) or the same 16 float lanes and
 //! reduction tree (float weights), so results do not depend on the CPU. "≈ scalar": per-block

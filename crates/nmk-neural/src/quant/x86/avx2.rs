@@ -8,6 +8,9 @@
 //! - k-quants: exact integer sums per super-block, reduced to scalars, then the scalar code's
 //!   float update: bitwise equal to it.
 //!
+//! - Several activation rows (`multi_*`, prefill): the same per-row operations with the weight
+//!   unpack done once for up to 4 rows: bitwise equal to the row kernels above.
+//!
 //! Every public function checks the CPU features and the slice lengths, falling back to the
 //! scalar kernel when either check fails; inner functions only read through references to
 //! fixed-size arrays obtained by safe slicing.
@@ -20,6 +23,7 @@ use super::super::blocks::{
     Q4_0_BYTES, Q4_1_BYTES, Q4_K_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q5_K_BYTES, Q6_K_BYTES, Q8_0_BYTES,
     QK, QK_K, unpack_scales_k4,
 };
+use super::super::kernels::{per_row, put};
 use super::super::scalar::{self, k_mins, k_update, reduce16};
 use super::has_avx2;
 
@@ -230,8 +234,8 @@ pub(super) fn hsum8(v: __m256) -> f32 {
 
 macro_rules! block_kernel {
     (
-        $pub_name:ident, $inner:ident, $scalar:path, $bytes:expr, has_min: $has_min:expr,
-        |$b:ident| $unpack:expr, $mul:ident
+        $pub_name:ident, $inner:ident, $multi_name:ident, $multi_inner:ident, $scalar:path,
+        $bytes:expr, has_min: $has_min:expr, |$b:ident| $unpack:expr, $mul:ident
     ) => {
         pub(crate) fn $pub_name(w: &[u8], _: &[f32], a: QActRef<'_>) -> f32 {
             let nb = w.len() / $bytes;
@@ -244,6 +248,65 @@ macro_rules! block_kernel {
             }
             // SAFETY: AVX2, FMA and F16C were detected at run time just above.
             unsafe { $inner(w, a) }
+        }
+
+        /// One weight row against several activation rows; each output is bitwise equal to
+        /// the single-row kernel on that activation row.
+        pub(crate) fn $multi_name(w: &[u8], acts: &[QActRef<'_>], out: &mut [f32]) {
+            let nb = w.len() / $bytes;
+            let ok = w.len() == nb * $bytes
+                && acts.len() == out.len()
+                && acts.iter().all(|a| {
+                    a.qs.len() >= nb * QK && a.d.len() >= nb && (!$has_min || a.s.len() >= nb)
+                });
+            if !has_avx2() || !ok {
+                return per_row($pub_name, w, acts, out);
+            }
+            // SAFETY: AVX2, FMA and F16C were detected at run time just above, and every
+            // activation row holds at least `nb` blocks.
+            unsafe {
+                // The kernels keep at most 4 rows of accumulators in registers.
+                for (acts, out) in acts.chunks(4).zip(out.chunks_mut(4)) {
+                    match *acts {
+                        [a0, a1, a2, a3] => put(out, $multi_inner(w, [a0, a1, a2, a3])),
+                        [a0, a1, a2] => put(out, $multi_inner(w, [a0, a1, a2])),
+                        [a0, a1] => put(out, $multi_inner(w, [a0, a1])),
+                        _ => per_row($pub_name, w, acts, out),
+                    }
+                }
+            }
+        }
+
+        /// The single-row loop of `$inner` with the weight unpack hoisted out of the rows: per
+        /// row the same integer lanes, the same `fma` sequence and the same final `hsum8`.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn $multi_inner<const N: usize>(w: &[u8], a: [QActRef<'_>; N]) -> [f32; N] {
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut summs = [0.0f32; N];
+            for (i, $b) in w.as_chunks::<$bytes>().0.iter().enumerate() {
+                let qx: __m256i = $unpack;
+                let dx = half_to_f32($b[0], $b[1]);
+                let mx = if $has_min {
+                    half_to_f32($b[2], $b[3])
+                } else {
+                    0.0
+                };
+                for r in 0..N {
+                    let qy = ld256_i8(a[r].qs, i * QK);
+                    let p = _mm256_cvtepi32_ps($mul(qx, qy));
+                    let dy = a[r].d.get(i).copied().unwrap_or(0.0);
+                    let dxy = dx * dy;
+                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dxy), p, acc[r]);
+                    if $has_min && let Some(sy) = a[r].s.get(i) {
+                        summs[r] += mx * sy;
+                    }
+                }
+            }
+            let mut out = [0.0f32; N];
+            for r in 0..N {
+                out[r] = hsum8(acc[r]) + summs[r];
+            }
+            out
         }
 
         #[target_feature(enable = "avx2,fma,f16c")]
@@ -275,27 +338,27 @@ macro_rules! block_kernel {
     };
 }
 
-block_kernel!(dot_q4_0, q4_0_inner, scalar::dot_q4_0, Q4_0_BYTES, has_min: false,
+block_kernel!(dot_q4_0, q4_0_inner, multi_q4_0, q4_0_multi, scalar::dot_q4_0, Q4_0_BYTES, has_min: false,
     |b| _mm256_sub_epi8(nibbles(ld128(b, 2)), _mm256_set1_epi8(8)), mul_ss);
 
-block_kernel!(dot_q4_1, q4_1_inner, scalar::dot_q4_1, Q4_1_BYTES, has_min: true,
+block_kernel!(dot_q4_1, q4_1_inner, multi_q4_1, q4_1_multi, scalar::dot_q4_1, Q4_1_BYTES, has_min: true,
     |b| nibbles(ld128(b, 4)), mul_us);
 
-block_kernel!(dot_q5_0, q5_0_inner, scalar::dot_q5_0, Q5_0_BYTES, has_min: false,
+block_kernel!(dot_q5_0, q5_0_inner, multi_q5_0, q5_0_multi, scalar::dot_q5_0, Q5_0_BYTES, has_min: false,
     |b| {
         let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
         let hi = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xf0u8 as i8));
         _mm256_or_si256(nibbles(ld128(b, 6)), hi)
     }, mul_ss);
 
-block_kernel!(dot_q5_1, q5_1_inner, scalar::dot_q5_1, Q5_1_BYTES, has_min: true,
+block_kernel!(dot_q5_1, q5_1_inner, multi_q5_1, q5_1_multi, scalar::dot_q5_1, Q5_1_BYTES, has_min: true,
     |b| {
         let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
         let hi = _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10));
         _mm256_or_si256(nibbles(ld128(b, 8)), hi)
     }, mul_us);
 
-block_kernel!(dot_q8_0, q8_0_inner, scalar::dot_q8_0, Q8_0_BYTES, has_min: false,
+block_kernel!(dot_q8_0, q8_0_inner, multi_q8_0, q8_0_multi, scalar::dot_q8_0, Q8_0_BYTES, has_min: false,
     |b| ld256(b, 2), mul_ss);
 
 // ------------------------------------------------------------------ k-quants
@@ -355,6 +418,148 @@ fn q4_k_inner(w: &[u8], a: QActRef<'_>) -> f32 {
             hsum_i32(isum),
             imin,
         );
+    }
+    sumf
+}
+
+/// Sum of unsigned × signed byte products, pairs of i16 lanes weighted by `sc` (i16 lanes),
+/// in 8 i32 lanes: the same integers as `mullo(mul_us(x, y), sc)` when `sc` is constant per
+/// i32 lane, without overflow for 6-bit × 8-bit × 8-bit inputs, and cheaper than `mullo`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn mul_us_scaled(x: __m256i, y: __m256i, sc: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), sc)
+}
+
+/// Q4_K weights against several activation rows (each bitwise equal to [`dot_q4_k`]).
+pub(crate) fn multi_q4_k(w: &[u8], acts: &[QActRef<'_>], out: &mut [f32]) {
+    let ok = acts.len() == out.len() && acts.iter().all(|a| k_ok(w, Q4_K_BYTES, a));
+    if !has_avx2() || !ok {
+        return per_row(dot_q4_k, w, acts, out);
+    }
+    // SAFETY: AVX2, FMA and F16C were detected at run time just above; lengths checked.
+    unsafe {
+        // The kernels keep at most 4 rows of accumulators in registers.
+        for (acts, out) in acts.chunks(4).zip(out.chunks_mut(4)) {
+            match *acts {
+                [a0, a1, a2, a3] => put(out, q4_k_multi(w, [a0, a1, a2, a3])),
+                [a0, a1, a2] => put(out, q4_k_multi(w, [a0, a1, a2])),
+                [a0, a1] => put(out, q4_k_multi(w, [a0, a1])),
+                _ => per_row(dot_q4_k, w, acts, out),
+            }
+        }
+    }
+}
+
+/// Per super-block the same exact integers as `q4_k_inner` (wrapping i32 sums, so any
+/// grouping gives the same value) and the same `k_update`, row by row.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_k_multi<const N: usize>(w: &[u8], a: [QActRef<'_>; N]) -> [f32; N] {
+    let mut sumf = [0.0f32; N];
+    let m4 = _mm256_set1_epi8(0x0f);
+    for (j, b) in w.as_chunks::<Q4_K_BYTES>().0.iter().enumerate() {
+        let (sc, mn) = unpack_scales_k4(b);
+        let d = half_to_f32(b[0], b[1]);
+        let dmin = half_to_f32(b[2], b[3]);
+        let mut isum = [_mm256_setzero_si256(); N];
+        for g in 0..4 {
+            let q = ld256(b, 16 + 32 * g);
+            let lo = _mm256_and_si256(q, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            let sc0 = _mm256_set1_epi16(sc[2 * g] as i16);
+            let sc1 = _mm256_set1_epi16(sc[2 * g + 1] as i16);
+            for r in 0..N {
+                let yo = j * QK_K + 64 * g;
+                let s0 = mul_us_scaled(lo, ld256_i8(a[r].qs, yo), sc0);
+                let s1 = mul_us_scaled(hi, ld256_i8(a[r].qs, yo + 32), sc1);
+                isum[r] = _mm256_add_epi32(isum[r], _mm256_add_epi32(s0, s1));
+            }
+        }
+        for r in 0..N {
+            let bsums = a[r].bsums.get(16 * j..16 * j + 16).unwrap_or(&[]);
+            let imin = k_mins(bsums, &mn);
+            let dy = a[r].d.get(j).copied().unwrap_or(0.0);
+            sumf[r] = k_update(sumf[r], d, dmin, dy, hsum_i32(isum[r]), imin);
+        }
+    }
+    sumf
+}
+
+/// Q6_K weights against several activation rows (each bitwise equal to [`dot_q6_k`]).
+pub(crate) fn multi_q6_k(w: &[u8], acts: &[QActRef<'_>], out: &mut [f32]) {
+    let ok = acts.len() == out.len() && acts.iter().all(|a| k_ok(w, Q6_K_BYTES, a));
+    if !has_avx2() || !ok {
+        return per_row(dot_q6_k, w, acts, out);
+    }
+    // SAFETY: AVX2, FMA and F16C were detected at run time just above; lengths checked.
+    unsafe {
+        // The kernels keep at most 4 rows of accumulators in registers.
+        for (acts, out) in acts.chunks(4).zip(out.chunks_mut(4)) {
+            match *acts {
+                [a0, a1, a2, a3] => put(out, q6_k_multi(w, [a0, a1, a2, a3])),
+                [a0, a1, a2] => put(out, q6_k_multi(w, [a0, a1, a2])),
+                [a0, a1] => put(out, q6_k_multi(w, [a0, a1])),
+                _ => per_row(dot_q6_k, w, acts, out),
+            }
+        }
+    }
+}
+
+/// Per super-block the same exact integer total as `q6_k_inner` and the same float update.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6_k_multi<const N: usize>(w: &[u8], a: [QActRef<'_>; N]) -> [f32; N] {
+    let mut sumf = [0.0f32; N];
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m2 = _mm256_set1_epi8(3);
+    for (j, b) in w.as_chunks::<Q6_K_BYTES>().0.iter().enumerate() {
+        let mut isum = [_mm256_setzero_si256(); N];
+        for half in 0..2 {
+            let ql0 = ld256(b, 64 * half);
+            let ql1 = ld256(b, 64 * half + 32);
+            let qh = ld256(b, 128 + 32 * half);
+            let u = [
+                _mm256_or_si256(
+                    _mm256_and_si256(ql0, m4),
+                    _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(ql1, m4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4),
+                ),
+            ];
+            for (k, uk) in u.iter().enumerate() {
+                // i16 lanes 0..7 come from elements 0..15 (scale 2k), lanes 8..15 from 16..31.
+                let s0 = (b[192 + 8 * half + 2 * k] as i8) as i16;
+                let s1 = (b[192 + 8 * half + 2 * k + 1] as i8) as i16;
+                let scv = _mm256_setr_epi16(
+                    s0, s0, s0, s0, s0, s0, s0, s0, s1, s1, s1, s1, s1, s1, s1, s1,
+                );
+                for r in 0..N {
+                    let y = ld256_i8(a[r].qs, j * QK_K + 128 * half + 32 * k);
+                    isum[r] = _mm256_add_epi32(isum[r], mul_us_scaled(*uk, y, scv));
+                }
+            }
+        }
+        let d = half_to_f32(b[208], b[209]);
+        for r in 0..N {
+            let mut off = 0i32;
+            if let Some(bsums) = a[r].bsums.get(16 * j..16 * j + 16) {
+                for g in 0..16 {
+                    off += (b[192 + g] as i8) as i32 * bsums[g] as i32;
+                }
+            }
+            let total = hsum_i32(isum[r]).wrapping_sub(off.wrapping_mul(32));
+            let dy = a[r].d.get(j).copied().unwrap_or(0.0);
+            sumf[r] += (d * dy) * total as f32;
+        }
     }
     sumf
 }
