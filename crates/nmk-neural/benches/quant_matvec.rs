@@ -217,9 +217,42 @@ fn cpu_report(_: &mut Criterion) {
     }
 }
 
+/// Prefill-sized matmuls (64 activation rows, Qwen2.5-0.5B FFN shapes, 1 thread): the
+/// several-rows kernels against the same matrix computed row by row (`matvec` per row) in the
+/// same run.
+fn prefill_matmul(c: &mut Criterion) {
+    let mut rng = Rng(5);
+    let one = Threads::single();
+    let m = 64;
+    let mut g = c.benchmark_group("prefill_matmul");
+    for (ty, rows, cols) in [
+        (GgmlType::Q5_0, 4864usize, 896usize),
+        (GgmlType::Q8_0, 4864, 896),
+        (GgmlType::Q4_1, 4864, 896),
+        (GgmlType::Q4_K, 896, 4864),
+        (GgmlType::Q6_K, 896, 4864),
+    ] {
+        let mat = matrix(&mut rng, ty, rows, cols);
+        let xs: Vec<f32> = (0..m * cols).map(|_| rng.f()).collect();
+        let mut ys = vec![0.0f32; m * rows];
+        g.throughput(Throughput::Elements((m * rows * cols) as u64));
+        g.bench_function(BenchmarkId::new(format!("{}/matmul", ty.name()), m), |b| {
+            b.iter(|| mat.matmul(black_box(&xs), &mut ys, &one).unwrap())
+        });
+        g.bench_function(BenchmarkId::new(format!("{}/rows", ty.name()), m), |b| {
+            b.iter(|| {
+                for (x, y) in xs.chunks_exact(cols).zip(ys.chunks_exact_mut(rows)) {
+                    mat.matvec(black_box(x), y, &one).unwrap();
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = cpu_report, smollm2_token, matvec
+    targets = cpu_report, smollm2_token, matvec, prefill_matmul
 }
 criterion_main!(benches);

@@ -10,8 +10,6 @@
     clippy::needless_range_loop
 )]
 
-use std::time::Instant;
-
 use half::f16;
 use nmk_neural::gguf::GgmlType;
 use nmk_neural::quant::{Isa, QMatrix, Threads};
@@ -148,39 +146,6 @@ fn a_row_gives_the_same_bits_in_every_batch_position() {
                 "{ty} pos {pos}"
             );
             xs[pos * cols..(pos + 1) * cols].copy_from_slice(&saved);
-        }
-    }
-}
-
-/// Timing of a prefill-shaped matmul per type and ISA level (not a correctness test):
-/// `cargo test --release -p nmk-neural --test quant_multirow -- --ignored --nocapture`.
-#[test]
-#[ignore = "timing only"]
-fn prefill_matmul_timing() {
-    let mut rng = Rng(1);
-    let m = 64;
-    for (ty, rows, cols) in [
-        (GgmlType::Q5_0, 4864, 896),
-        (GgmlType::Q8_0, 4864, 896),
-        (GgmlType::Q4_1, 4864, 896),
-        (GgmlType::Q4_K, 896, 4864),
-        (GgmlType::Q6_K, 896, 4864),
-    ] {
-        for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
-            let mat = matrix(&mut rng, ty, rows, cols).with_isa(isa).unwrap();
-            let xs = activations(&mut rng, m, cols);
-            let mut ys = vec![0.0f32; m * rows];
-            let mut best = f64::MAX;
-            for _ in 0..5 {
-                let t0 = Instant::now();
-                mat.matmul(&xs, &mut ys, &Threads::single()).unwrap();
-                best = best.min(t0.elapsed().as_secs_f64());
-            }
-            let gops = 2.0 * (m * rows * cols) as f64 / best / 1e9;
-            println!(
-                "{ty} {isa:?} {rows}x{cols} m {m}: {:.2} ms, {gops:.1} GOP/s",
-                best * 1e3
-            );
         }
     }
 }
