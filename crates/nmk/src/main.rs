@@ -6,6 +6,7 @@
 mod commands;
 mod exit;
 mod proposer;
+mod research;
 mod sandbox;
 mod sensors;
 mod token_gate;
