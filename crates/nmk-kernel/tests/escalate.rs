@@ -659,6 +659,82 @@ fn an_unsound_gap_or_environment_stops_the_ladder_at_once() {
     assert!(r.k.is_some());
 }
 
+/// The same ladder judged by the real admission pipeline in the confined sandbox, when the
+/// worker binary (`nmk-sandbox-worker`) has been built next to the test executable; skipped
+/// otherwise (this crate cannot build it). The repair's feedback is the real gate's, and the
+/// held-out truth of the failing instance appears in no prompt.
+#[test]
+fn with_the_real_gate_the_repair_sees_leak_free_feedback_and_wins() {
+    let sandbox = match nmk_det::sandbox::Sandbox::start() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("skipped: no sandbox worker ({e})");
+            return;
+        }
+    };
+    let samples = [(1, 2), (5, 10)]
+        .into_iter()
+        .map(|(x, y)| SampleCase {
+            args: vec![Value::int(x)],
+            expected: Value::int(y),
+        })
+        .collect();
+    let g = Gap::new(
+        "double_it",
+        "double_it(n: int) -> int",
+        "Return twice n.",
+        samples,
+        |rng| {
+            vec![Value::int(
+                1000 + i64::try_from(rng.below(1_000_000)).unwrap(),
+            )]
+        },
+        Judge::oracle(|a: &[Value]| Ok(Value::int(a[0].as_i64().ok_or("not an int")? * 2))),
+    )
+    .unwrap()
+    .with_n_seed(200, 3)
+    .with_source("test:double_it:2");
+    let mut config = EscalateConfig::for_gap(&g);
+    config.fixed_k = 1;
+    let wrong = "```python\ndef double_it(n):\n    return n * 2 if n < 10 else 0\n```";
+    let good = "```python\ndef double_it(n):\n    return n + n\n```";
+    let (mut p, calls) = Scripted::new(&[]);
+    p.replies = vec![Ok(wrong.into()), Ok(wrong.into()), Ok(good.into())];
+    let ledger = Ledger::in_memory();
+    let grants = Grants::none();
+    let mut ctx = Escalation {
+        proposer: &mut p,
+        gate: &sandbox,
+        ledger: &ledger,
+        registry: None,
+        cost: CostSource::Given(0.0),
+        research: None,
+        grants: &grants,
+    };
+    let r = escalate(&g, &mut ctx, &config, &mut |_| {}).unwrap();
+    assert_eq!(tags(&r), ["t1-greedy", "t2-div0", "t3-repair0"]);
+    assert!(r.solved, "{:?}", r.log);
+    assert_eq!(r.tier, Some(3));
+    assert_eq!(r.log[1].reason, "gate_fail");
+    assert_eq!(r.log[1].sample, Some((2, 2)));
+    assert_eq!(r.log[2].gate, Some((200, 200)));
+    assert_eq!(ledger.len().unwrap(), 3);
+    let fb = &r.log[1].feedback;
+    let x: i64 = fb
+        .split("double_it(")
+        .nth(1)
+        .and_then(|t| t.split(')').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("feedback names the instance: {fb}"));
+    let truth = (2 * x).to_string();
+    let calls = calls.lock().unwrap().clone();
+    assert!(calls[2].prompt.contains(fb.as_str()));
+    assert!(calls[2].prompt.contains(&x.to_string()));
+    for c in &calls {
+        assert!(!c.prompt.contains(&truth), "held-out truth {truth} leaked");
+    }
+}
+
 // ---- SSRF address policy ----
 
 fn refused(ip: &str) -> Option<SsrfRefusal> {
