@@ -24,6 +24,7 @@ pub mod ops;
 pub mod output_gate;
 pub mod plan;
 pub mod proposer;
+pub mod research;
 pub mod scheduler;
 pub mod store;
 pub mod task;

@@ -7,6 +7,7 @@ mod commands;
 mod exit;
 mod fact_lane;
 mod proposer;
+mod research;
 mod sandbox;
 mod sensors;
 mod token_gate;

@@ -5,8 +5,10 @@
 //! [`synthesis`] builds the prompt and takes the program out of the reply; [`pipeline`] admits or
 //! refuses a program (every verdict a ledger entry) and runs the attempt loop; [`registry`]
 //! stores admitted programs, re-checks them before serving them, and installs them in a
-//! scheduler.
+//! scheduler. [`escalate`] is the escalation ladder: greedy, diverse samples, repairs, research,
+//! then an honest abstention, every rung judged by the same pipeline.
 
+pub mod escalate;
 pub mod pipeline;
 pub mod registry;
 pub mod synthesis;
