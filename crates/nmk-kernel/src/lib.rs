@@ -22,6 +22,7 @@ pub mod ops;
 pub mod output_gate;
 pub mod plan;
 pub mod proposer;
+pub mod router;
 pub mod scheduler;
 pub mod store;
 pub mod task;
