@@ -277,6 +277,9 @@ impl DeterministicRoute for Stub {
     fn names(&self) -> Vec<Vec<String>> {
         vec![nmk_kernel::router::lexical::tokens(self.entry)]
     }
+    fn owns(&self, _request: &str) -> Result<(), String> {
+        Ok(())
+    }
     fn extract(&self, _request: &str) -> Result<Vec<Value>, String> {
         Ok(Vec::new())
     }
@@ -532,4 +535,30 @@ fn a_learned_primitive_is_routed_after_its_recheck_and_not_once_removed() {
     let r = route(&router, &ledger, request);
     lane_reason(&r);
     assert!(ledger.verify(None).unwrap().ok());
+}
+
+#[test]
+fn a_candidate_without_its_cues_does_not_use_up_a_thin_width() {
+    // Under full load the policy tries one extraction; grapheme_count ranks first lexically
+    // for this request but lacks its cue words, so it is skipped for free and count_letter
+    // answers.
+    let router = Router::with_builtins(RouterConfig::default());
+    let ledger = Ledger::in_memory();
+    let mut e = env(&ledger, no_memory());
+    e.cost = CostSource::Given(1.0);
+    let r = router.handle("count the r's in strawberry", e).unwrap();
+    assert_eq!(r.decision.governed.k, 1);
+    assert_eq!(answered(&r).value, Value::int(3));
+    let skipped: Vec<&str> = r
+        .decision
+        .attempts
+        .iter()
+        .filter(|a| {
+            a.outcome
+                .as_ref()
+                .is_err_and(|w| w.starts_with("cue absent"))
+        })
+        .map(|a| a.route.as_str())
+        .collect();
+    assert!(skipped.len() <= 1, "{skipped:?}");
 }

@@ -99,7 +99,8 @@ pub struct Candidate {
 pub struct Governed {
     /// Candidates with a positive score, best first (ties keep registry order), at most top_n.
     pub candidates: Vec<Candidate>,
-    /// Candidates to try: those at or above the floor, at most k. 0 when below the floor.
+    /// Extractions to try among the candidates at or above the floor (candidates without their
+    /// cue words are skipped without counting). 0 when below the floor.
     pub k: usize,
     /// Best score (0 with no candidate).
     pub top_score: f64,
@@ -421,13 +422,23 @@ impl Router {
         let governed = self.govern(request, cost);
         let mut attempts = Vec::new();
         let mut chosen = None;
-        for c in governed.candidates.iter().take(governed.k) {
+        // k counts extractions. A candidate without its cue words is skipped for free (no
+        // extraction is tried), so a lexical near-miss never uses up the policy's width.
+        let mut tried = 0usize;
+        for c in &governed.candidates {
+            if tried >= governed.k || c.score < self.config.floor {
+                break;
+            }
             let Some(route) = self.routes.get(c.index) else {
                 continue;
             };
-            let outcome = if route.needs_memory() && !memory_open {
+            let outcome = if let Err(why) = route.owns(request) {
+                Err(why)
+            } else if route.needs_memory() && !memory_open {
+                tried += 1;
                 Err("memory unavailable: a memory-dependent route fails closed".to_owned())
             } else {
+                tried += 1;
                 route.extract(request)
             };
             let ok = outcome.as_ref().ok().cloned();

@@ -70,8 +70,10 @@ pub trait DeterministicRoute: Send + Sync {
     /// Token lists the lexical scorer matches the request against (the entry name first, then
     /// aliases); the route's score is the best of them.
     fn names(&self) -> Vec<Vec<String>>;
-    /// Whether the request carries this route's cues and its arguments can be read from it
-    /// without guessing; the arguments, or the refusal's reason.
+    /// Whether the request carries this route's cue words (the shape it owns), or why not.
+    /// Cheap: a route that does not own the request costs the governed search nothing.
+    fn owns(&self, request: &str) -> Result<(), String>;
+    /// The arguments read from the request without guessing, or the refusal's reason.
     fn extract(&self, request: &str) -> Result<Vec<Value>, String>;
     /// Computes and validates the answer for `args`.
     fn answer(&self, args: &[Value]) -> RouteAnswer;
@@ -217,8 +219,10 @@ impl DeterministicRoute for BuiltinRoute {
             .map(tokens)
             .collect()
     }
+    fn owns(&self, request: &str) -> Result<(), String> {
+        self.cues.check(request)
+    }
     fn extract(&self, request: &str) -> Result<Vec<Value>, String> {
-        self.cues.check(request)?;
         extract(self.spec, request)
     }
     /// The primitive's answer is validated by its independent oracle on the same arguments:
@@ -349,7 +353,7 @@ impl DeterministicRoute for LearnedRoute {
     fn names(&self) -> Vec<Vec<String>> {
         vec![tokens(&self.entry)]
     }
-    fn extract(&self, request: &str) -> Result<Vec<Value>, String> {
+    fn owns(&self, request: &str) -> Result<(), String> {
         let req = super::extract::words(request);
         for cue in &self.cues {
             let hit = req.iter().any(|w| {
@@ -364,6 +368,9 @@ impl DeterministicRoute for LearnedRoute {
                 return Err(format!("cue absent: {cue:?}"));
             }
         }
+        Ok(())
+    }
+    fn extract(&self, request: &str) -> Result<Vec<Value>, String> {
         extract(self.spec, request)
     }
     /// The learned program's validator (`<entry>_ok`): the call succeeded and the code run is
