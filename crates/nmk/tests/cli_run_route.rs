@@ -136,3 +136,48 @@ fn the_model_lane_answers_what_no_primitive_owns() {
     let hash = v["ledger_entry"].as_str().unwrap().to_owned();
     assert!(ledger_hashes(home.path()).contains(&hash));
 }
+
+#[test]
+fn a_learned_primitive_answers_once_admitted_and_not_before() {
+    let home = tempfile::tempdir().unwrap();
+    let request = "reverse the words of 'a b c'";
+    // Contrast: nothing learned yet, so the model lane answers (one token is enough to show it).
+    let before = json(&nmk(
+        home.path(),
+        &["run", "--json", "--max-tokens", "1", request],
+    ));
+    assert_eq!(before["route"], "model_lane");
+    assert!(before["tokens"].as_u64().unwrap() > 0);
+
+    let program = home.path().join("rw.py");
+    std::fs::write(
+        &program,
+        "def reverse_words(s):\n    return ' '.join(s.split()[::-1])\n",
+    )
+    .unwrap();
+    let gap = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/gaps/reverse_words.toml");
+    let out = nmk(
+        home.path(),
+        &[
+            "gate",
+            gap.to_str().unwrap(),
+            program.to_str().unwrap(),
+            "--register",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let v = json(&nmk(home.path(), &["run", "--json", request]));
+    assert_eq!(v["route"], "learned:reverse_words");
+    assert_eq!(v["answer"], "c b a");
+    assert_eq!(v["tokens"], 0);
+    // A learned program's per-call result is checked, never labelled proven (spec §9 D11).
+    assert_eq!(v["verification"], "checked");
+    assert!(ledger_hashes(home.path()).contains(&v["ledger_entry"].as_str().unwrap().to_owned()));
+}
