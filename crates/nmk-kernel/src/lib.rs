@@ -25,6 +25,7 @@ pub mod output_gate;
 pub mod plan;
 pub mod proposer;
 pub mod research;
+pub mod router;
 pub mod scheduler;
 pub mod store;
 pub mod task;

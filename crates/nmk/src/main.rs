@@ -8,6 +8,7 @@ mod exit;
 mod fact_lane;
 mod proposer;
 mod research;
+mod route_lane;
 mod sandbox;
 mod sensors;
 mod token_gate;
@@ -21,7 +22,7 @@ use clap::{Parser, Subcommand};
 /// disposes: nothing reaches you before a deterministic validator has judged it, and every
 /// judgement lands in a hash-chained proof ledger.
 #[derive(Debug, Parser)]
-#[command(name = "nmk", version, about, long_about = None, after_help = "Examples:\n  nmk demo\n  nmk model pull smollm2-135m-instruct\n  nmk model info qwen2.5-coder-0.5b-instruct\n  nmk run \"Name the capital city of France.\"\n  nmk run --raw --max-tokens 8 \"The capital of France is\"\n  nmk run --shape-json \"Give a JSON object with keys name and age.\"\n  nmk tokenize --json \"Hello, world\"\n  nmk ledger verify\n  nmk ledger show --limit 5 --json\n  nmk ledger export --out ledger.jsonl\n  nmk ledger verify --file ledger.jsonl --head 41:3f…\n  nmk gate examples/gaps/gcd.toml my_gcd.py --register\n  nmk learn examples/gaps/*.toml\n  nmk primitives list\n  nmk primitives call gcd \"[12, 18]\"\n\nExit codes: 0 success, 1 a check failed (broken ledger, failed demo), 2 usage error, 3 runtime error.\nLogging: set RUST_LOG (e.g. RUST_LOG=nmk=debug).")]
+#[command(name = "nmk", version, about, long_about = None, after_help = "Examples:\n  nmk demo\n  nmk model pull smollm2-135m-instruct\n  nmk model info qwen2.5-coder-0.5b-instruct\n  nmk run \"Name the capital city of France.\"\n  nmk run \"what is the gcd of 12 and 18\"\n  nmk run --no-route \"is 97 prime\"\n  nmk run --raw --max-tokens 8 \"The capital of France is\"\n  nmk run --shape-json \"Give a JSON object with keys name and age.\"\n  nmk tokenize --json \"Hello, world\"\n  nmk ledger verify\n  nmk ledger show --limit 5 --json\n  nmk ledger export --out ledger.jsonl\n  nmk ledger verify --file ledger.jsonl --head 41:3f…\n  nmk gate examples/gaps/gcd.toml my_gcd.py --register\n  nmk learn examples/gaps/*.toml\n  nmk primitives list\n  nmk primitives call gcd \"[12, 18]\"\n  nmk memory put city Paris\n  nmk memory consult --json\n\nExit codes: 0 success, 1 a check failed (broken ledger, failed demo), 2 usage error, 3 runtime error.\nLogging: set RUST_LOG (e.g. RUST_LOG=nmk=debug).")]
 struct Cli {
     /// Kernel home (ledger database and state). Default: $NMK_HOME, else ~/.local/share/nmk.
     #[arg(long, global = true, env = "NMK_HOME")]
@@ -41,8 +42,10 @@ enum Command {
     /// Read, verify and export the proof ledger.
     #[command(subcommand)]
     Ledger(commands::ledger::LedgerCommand),
-    /// Generate from the model, each token judged by the kernel's gate (forbidden ids, a JSON
-    /// or regex shape): streams tokens; --json reports ids, timings and the gate's counts.
+    /// Answer a request through the kernel: memory consulted, then a proven primitive (zero
+    /// model tokens) or the model, each token judged by the kernel's gate (forbidden ids, a
+    /// JSON or regex shape) and the answer by the commit trap; prints the route, verification,
+    /// tokens and ledger entry.
     Run(commands::run::RunArgs),
     /// Measure prefill and decode speed, peak memory and the roofline fraction.
     Bench(commands::bench::BenchArgs),
@@ -63,6 +66,10 @@ enum Command {
     /// Run every forward-pass mechanism battery on a model (bit-exact logits, liveness
     /// contrasts); exit 0 if all applicable batteries passed, 1 if one failed.
     Prove(commands::prove::ProveArgs),
+    /// Read and write the kernel's memory store (writes supersede, deletes leave tombstones,
+    /// every change is ledgered).
+    #[command(subcommand)]
+    Memory(commands::memory::MemoryCommand),
 }
 
 /// Counts every allocation so the sandbox worker role's memory limit holds (the limit is only
@@ -90,13 +97,14 @@ fn main() -> ExitCode {
         Command::Demo(args) => commands::demo::run(&home, &out, &args),
         Command::Ledger(cmd) => commands::ledger::run(&home, &out, cmd),
         Command::Model(cmd) => commands::model::run(&out, cmd),
-        Command::Run(args) => commands::run::run(&out, &args),
+        Command::Run(args) => commands::run::run(&home, &out, &args),
         Command::Tokenize(args) => commands::run::tokenize(&out, &args),
         Command::Bench(args) => commands::bench::run(&out, &args),
         Command::Gate(args) => commands::gate::run(&home, &out, &args),
         Command::Learn(args) => commands::learn::run(&home, &out, &args),
         Command::Primitives(cmd) => commands::primitives::run(&home, &out, cmd),
         Command::Prove(args) => commands::prove::run(&out, &args),
+        Command::Memory(cmd) => commands::memory::run(&home, &out, cmd),
     };
     match result {
         Ok(code) => code.into(),

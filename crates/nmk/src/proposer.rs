@@ -88,6 +88,12 @@ impl NeuralProposer {
         })
     }
 
+    /// The loaded model, for callers that drive the decode loop themselves (`nmk run`: raw
+    /// prompts, sampling flags, a shaped gate) while keeping this proposer's binding.
+    pub fn model(&self) -> &TextModel {
+        &self.model
+    }
+
     fn generate(
         &self,
         prompt: &str,

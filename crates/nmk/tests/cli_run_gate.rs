@@ -6,10 +6,13 @@
 use std::process::Command;
 
 fn run(args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    // `nmk run` now writes the kernel's ledger and memory: keep them out of the user's home.
+    let home = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_nmk"))
         .arg("run")
         .arg("--json")
         .args(args)
+        .env("NMK_HOME", home.path())
         .env_remove("RUST_LOG")
         .output()
         .unwrap();
@@ -34,6 +37,8 @@ fn json_shape_makes_the_answer_a_json_value() {
         "{bare}"
     );
     assert_eq!(bare["gate"]["checks"], serde_json::json!([]));
+    // Neither question is a primitive's: both go to the model lane.
+    assert_eq!(bare["route"], "model_lane");
 
     let (code, gated, err) = run(&["--max-tokens", "60", "--shape-json", FRANCE]);
     assert_eq!(code, Some(0), "{err}");

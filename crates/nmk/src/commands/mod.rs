@@ -8,6 +8,7 @@ pub mod gate;
 pub mod learn;
 pub mod learned;
 pub mod ledger;
+pub mod memory;
 pub mod model;
 pub mod primitives;
 pub mod prove;

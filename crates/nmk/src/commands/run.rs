@@ -1,16 +1,28 @@
-//! `nmk run` and `nmk tokenize`: the model, streamed through the kernel's per-token gate, and
-//! its tokenizer.
+//! `nmk run` and `nmk tokenize`: a request routed by the kernel (a proven primitive with zero
+//! model tokens, else the model through the per-token gate and the commit trap), and the
+//! tokenizer.
 
-use std::io::Write;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use nmk_det::oracles::OutputType;
+use nmk_det::{ValidationLevel, Value, hash_value};
+use nmk_kernel::budget::{Budget, BudgetLimits};
+use nmk_kernel::commit_trap::{CommitTrap, Contract};
+use nmk_kernel::ledger::ModelBinding;
+use nmk_kernel::output_gate::GateDecision;
+use nmk_kernel::proposer::Proposer;
+use nmk_kernel::router::{Answered, MODEL_LANE, Outcome, Routed};
 use nmk_neural::engine::SamplingParams;
 use nmk_neural::text::{PromptMode, TextModel};
 
 use super::Output;
+use super::learned::value_json;
 use super::model::resolve_with_progress;
 use crate::exit::Code;
+use crate::proposer::NeuralProposer;
+use crate::route_lane::Front;
 use crate::token_gate::KernelTokenGate;
 
 /// Which model and how to sample.
@@ -63,6 +75,10 @@ pub struct RunArgs {
     /// the `regex` crate), token by token.
     #[arg(long, value_name = "REGEX")]
     shape_regex: Option<String>,
+    /// Skip the proven primitives and answer with the model (the kernel still consults memory
+    /// and records the decision).
+    #[arg(long)]
+    no_route: bool,
 }
 
 /// Options of `nmk tokenize`.
@@ -85,9 +101,139 @@ pub fn load(args: &ModelArgs, quiet: bool) -> Result<TextModel> {
     Ok(m)
 }
 
-/// Runs `nmk run`.
-pub fn run(out: &Output, args: &RunArgs) -> Result<Code> {
-    let m = load(&args.model, out.json)?;
+/// Runs `nmk run`: the kernel consults memory and routes the request; a primitive answers with
+/// zero model tokens, else the model lane generates through the per-token gate and the commit
+/// trap judges the whole answer before it is printed.
+pub fn run(home: &Path, out: &Output, args: &RunArgs) -> Result<Code> {
+    let gate = match crate::token_gate::build_gate(
+        &args.forbid_ids,
+        args.shape_json,
+        args.shape_regex.as_deref(),
+    ) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Code::Usage);
+        }
+    };
+    let mut front = Front::open(home)?;
+    for (entry, why) in &front.refused {
+        tracing::warn!("learned primitive {entry} not routed: {why}");
+    }
+    let routed = front.route(&args.prompt, args.no_route)?;
+    let mut lane_reason = match &routed.outcome {
+        Outcome::ModelLane { reason } => reason.clone(),
+        Outcome::Answered(a) => {
+            if shape_fits(&a.text, args) {
+                return Ok(report_primitive(out, &routed, a));
+            }
+            format!("answer_outside_requested_shape:{}", a.route)
+        }
+    };
+    if args.no_route {
+        lane_reason = "forced_model_lane".into();
+    }
+    model_lane(out, args, &front, &routed, gate, &lane_reason)
+}
+
+/// Whether a primitive's answer satisfies the shape the caller asked the gate for (a shape
+/// binds whatever is released, not only model tokens).
+fn shape_fits(text: &str, args: &RunArgs) -> bool {
+    if !args.shape_json && args.shape_regex.is_none() {
+        return true;
+    }
+    let Ok(mut gate) =
+        crate::token_gate::build_gate(&[], args.shape_json, args.shape_regex.as_deref())
+    else {
+        return false;
+    };
+    // No token ids here: the answer is judged as one piece, then its end.
+    gate.judge(u32::MAX, text.as_bytes(), false) == GateDecision::Accept
+        && gate.judge(u32::MAX, &[], true) == GateDecision::Accept
+}
+
+fn memory_json(routed: &Routed) -> serde_json::Value {
+    let m = &routed.memory;
+    serde_json::json!({
+        "consulted": m.consulted,
+        "error": m.error,
+        "recent": m.recent,
+        "entries": m.entries,
+        "ledger_entry": m.entry.hash.to_hex(),
+    })
+}
+
+fn decision_json(routed: &Routed) -> serde_json::Value {
+    let d = &routed.decision;
+    serde_json::json!({
+        "reason": d.reason,
+        "k": d.governed.k,
+        "top_score": d.governed.top_score,
+        "candidates": d.governed.candidates.iter().map(|c| serde_json::json!({
+            "route": c.route, "score": c.score,
+        })).collect::<Vec<_>>(),
+        "attempts": d.attempts.iter().map(|a| match &a.outcome {
+            Ok(args) => serde_json::json!({
+                "route": a.route,
+                "extracted": args.iter().map(value_json).collect::<Vec<_>>(),
+            }),
+            Err(why) => serde_json::json!({ "route": a.route, "refused": why }),
+        }).collect::<Vec<_>>(),
+        "ledger_entry": routed.decision_entry.hash.to_hex(),
+    })
+}
+
+fn memory_note(routed: &Routed) -> String {
+    match &routed.memory.error {
+        None => format!("memory consulted ({} entries)", routed.memory.entries),
+        Some(e) => format!("memory UNAVAILABLE: {e}"),
+    }
+}
+
+fn report_primitive(out: &Output, routed: &Routed, a: &Answered) -> Code {
+    let e = &a.ledger_entry;
+    if out.json {
+        out.print_json(&serde_json::json!({
+            "route": a.route,
+            "route_kind": a.kind.as_str(),
+            "text": a.text,
+            "answer": value_json(&a.value),
+            "args": a.args.iter().map(value_json).collect::<Vec<_>>(),
+            "verification": a.verification.as_str(),
+            "level": a.level.as_str(),
+            "tokens": 0,
+            "ledger_entry": e.hash.to_hex(),
+            "ledger_seq": e.seq,
+            "committed": true,
+            "memory": memory_json(routed),
+            "route_decision": decision_json(routed),
+        }));
+    } else {
+        println!("{}", a.text);
+        eprintln!(
+            "[route {} · verification {} ({}) · 0 model tokens · ledger #{} {} · {}]",
+            a.route,
+            a.verification,
+            a.level.as_str(),
+            e.seq,
+            e.hash.short(16),
+            memory_note(routed)
+        );
+    }
+    Code::Success
+}
+
+fn model_lane(
+    out: &Output,
+    args: &RunArgs,
+    front: &Front,
+    routed: &Routed,
+    gate: nmk_kernel::output_gate::OutputGate,
+    lane_reason: &str,
+) -> Result<Code> {
+    let path = resolve_with_progress(&args.model.model, out.json)?;
+    let proposer = NeuralProposer::load(&args.model.model, &path, args.model.threads)?;
+    let m = proposer.model();
     let mode = if args.raw {
         PromptMode::Raw
     } else {
@@ -101,41 +247,80 @@ pub fn run(out: &Output, args: &RunArgs) -> Result<Code> {
         repeat_penalty: args.repeat_penalty,
         ..SamplingParams::greedy()
     };
-    let stdout = std::io::stdout();
-    let mut on_text = |t: &str| {
-        if !out.json {
-            let mut lock = stdout.lock();
-            let _ = lock.write_all(t.as_bytes());
-            let _ = lock.flush();
-        }
-    };
-    let gate = match crate::token_gate::build_gate(
-        &args.forbid_ids,
-        args.shape_json,
-        args.shape_regex.as_deref(),
-    ) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(Code::Usage);
-        }
-    };
+    let checks: Vec<Value> = gate.check_names().into_iter().map(Value::str).collect();
     let mut gate = KernelTokenGate::new(gate, m.tokenizer());
+    // Nothing is printed while decoding: the commit trap judges the whole answer first.
     let c = m.generate_ids(
         &ids,
         args.max_tokens,
         &sampling,
         args.seed,
         &mut gate,
-        &mut on_text,
+        &mut |_| {},
     )?;
     let gate = gate.gate();
+    let base = proposer.binding();
+    let flt = |x: f32| Value::float(f64::from(x)).unwrap_or(Value::Null);
+    // The decision binds this run's decode policy, not only the proposer's default one.
+    let binding = ModelBinding {
+        policy: hash_value(&Value::map([
+            ("base", Value::str(base.policy.to_hex())),
+            ("mode", Value::str(if args.raw { "raw" } else { "chat" })),
+            ("temperature", flt(args.temp)),
+            ("top_k", Value::int(args.top_k)),
+            ("top_p", flt(args.top_p)),
+            ("repeat_penalty", flt(args.repeat_penalty)),
+            ("seed", Value::int(args.seed)),
+            ("max_tokens", Value::int(args.max_tokens)),
+            ("gate_checks", Value::List(checks)),
+            (
+                "forbidden_ids",
+                Value::List(
+                    args.forbid_ids
+                        .iter()
+                        .map(|&i| Value::int(u64::from(i)))
+                        .collect(),
+                ),
+            ),
+        ])),
+        ..base
+    };
+    let mut trap = CommitTrap::new(front.ledger.clone(), Budget::new(BudgetLimits::default()))
+        .with_model(binding);
+    let contract = Contract {
+        otype: Some(if args.shape_json {
+            OutputType::Json
+        } else {
+            OutputType::Text
+        }),
+        prompt: args.prompt.clone(),
+        ..Contract::new(MODEL_LANE)
+    };
+    let t = front.ledger.len()?;
+    let d = trap.commit(&c.text, &contract, t, ValidationLevel::Syntax);
+    let tokens = c.ids.len();
     let prefill_tps = c.prompt_ids.len() as f64 / c.prefill_s.max(1e-9);
     let decode_tps = c.ids.len() as f64 / c.decode_s.max(1e-9);
+    let (entry_hash, entry_seq) = match &d.ledger_entry {
+        Some(e) => (Some(e.hash.to_hex()), Some(e.seq)),
+        None => (None, None),
+    };
     if out.json {
         out.print_json(&serde_json::json!({
+            "route": MODEL_LANE,
+            "route_kind": MODEL_LANE,
+            "route_reason": lane_reason,
             "model": args.model.model,
             "text": c.text,
+            "output": d.output,
+            "committed": d.committed(),
+            "action": d.action.as_str(),
+            "reason": d.reason,
+            "verification": d.verification.as_str(),
+            "level": d.level.as_str(),
+            "tokens": tokens,
+            "ledger_entry": entry_hash,
+            "ledger_seq": entry_seq,
             "prompt_ids": c.prompt_ids,
             "ids": c.ids,
             "stop": format!("{:?}", c.stop),
@@ -144,9 +329,13 @@ pub fn run(out: &Output, args: &RunArgs) -> Result<Code> {
             "prefill_tokens_per_s": prefill_tps,
             "decode_tokens_per_s": decode_tps,
             "gate": gate.summary(),
+            "memory": memory_json(routed),
+            "route_decision": decision_json(routed),
         }));
     } else {
-        println!();
+        if let Some(text) = &d.output {
+            println!("{text}");
+        }
         eprintln!(
             "[{} prompt tokens at {prefill_tps:.0} tok/s, {} generated at {decode_tps:.1} tok/s, stop: {:?}; gate: {} accepted, {} refused{}]",
             c.prompt_ids.len(),
@@ -160,8 +349,27 @@ pub fn run(out: &Output, args: &RunArgs) -> Result<Code> {
                 ", shape incomplete"
             }
         );
+        eprintln!(
+            "[route {MODEL_LANE} ({lane_reason}) · {} · verification {} ({}) · {tokens} model tokens · ledger #{} {} · {}]",
+            if d.committed() {
+                "committed".to_owned()
+            } else {
+                format!("WITHHELD: {} {}", d.action, d.reason)
+            },
+            d.verification,
+            d.level.as_str(),
+            entry_seq.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+            d.ledger_entry
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |e| e.hash.short(16)),
+            memory_note(routed)
+        );
     }
-    Ok(Code::Success)
+    Ok(if d.committed() {
+        Code::Success
+    } else {
+        Code::CheckFailed
+    })
 }
 
 /// Runs `nmk tokenize`.
