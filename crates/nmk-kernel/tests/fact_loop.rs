@@ -286,3 +286,168 @@ fn the_grounding_mode_is_reported() {
     assert_eq!(o.grounding, Some(Grounding::MidStream));
     assert!(o.audit.note.contains("mid_stream"));
 }
+
+// ---------------------------------------------------------------- fact dispatch (§5.6)
+
+mod dispatch {
+    use super::*;
+    use nmk_kernel::capability::{Capability, Grants};
+    use nmk_kernel::fact_loop::dispatch::{FactRouter, Routed, dispatch};
+
+    /// Answers wrongly ("2", "20", "yes") to bare prompts and copies the fact's value when a
+    /// facts block is present.
+    struct Wrong {
+        seen: Vec<String>,
+    }
+
+    impl FactLane for Wrong {
+        fn answer(&mut self, prompt: &str) -> Result<Proposal, ProposerError> {
+            self.seen.push(prompt.to_owned());
+            let text = if prompt.contains("prime") {
+                "Yes, it is a prime number."
+            } else if prompt.contains("gcd") || prompt.contains("divisor") {
+                "The gcd is 20."
+            } else if prompt.contains("haiku") {
+                "Waves fold into foam"
+            } else {
+                "It occurs 2 times."
+            };
+            Ok(Proposal {
+                text: text.to_owned(),
+                tokens: 5,
+                finished: true,
+            })
+        }
+        fn grounded(&mut self, prompt: &str, facts: &[Fact]) -> Result<Proposal, ProposerError> {
+            self.seen.push(augment_prompt(prompt, facts));
+            let v = &facts[0].value;
+            let text = match v.as_str() {
+                "True" => "Yes, it is a prime number.".to_owned(),
+                "False" => "No, it is not a prime number.".to_owned(),
+                n => format!("The answer is {n}."),
+            };
+            Ok(Proposal {
+                text,
+                tokens: 6,
+                finished: true,
+            })
+        }
+        fn grounding(&self) -> Grounding {
+            Grounding::Reprefill
+        }
+    }
+
+    fn lane() -> Wrong {
+        Wrong { seen: Vec::new() }
+    }
+
+    fn run(
+        prompt: &str,
+        grants: Option<&Grants>,
+    ) -> (nmk_kernel::fact_loop::dispatch::Dispatch, Wrong) {
+        let mut l = lane();
+        let d = dispatch(
+            &mut l,
+            prompt,
+            &FactRouter::default(),
+            grants,
+            &CostSource::Given(0.0),
+            &FactLoopConfig::default(),
+        )
+        .unwrap();
+        (d, l)
+    }
+
+    #[test]
+    fn routes_by_shape() {
+        let r = FactRouter::default();
+        let name = |p: &str| r.route(p).map(|s| s.name);
+        assert_eq!(
+            name("How many times does the letter r occur in 'strawberry'?"),
+            Some("letter_count")
+        );
+        assert_eq!(name("What is the gcd of 1071 and 462?"), Some("gcd"));
+        assert_eq!(name("Is 1000003 a prime number?"), Some("is_prime"));
+        assert_eq!(name("Write a haiku about the sea."), None);
+        assert_eq!(r.specs()[0].cap, "fact:letter_count");
+    }
+
+    #[test]
+    fn wrong_answers_are_lifted_by_the_right_facts() {
+        let (d, l) = run(
+            "How many times does the letter r occur in 'strawberry'?",
+            None,
+        );
+        assert_eq!(d.routed, Routed::Spec("letter_count"));
+        assert!(d.answer.contains('3'), "{}", d.answer);
+        assert!(d.checked);
+        assert_eq!(d.generations, 2);
+        let o = d.outcome.unwrap();
+        assert!(o.used_facts && !o.audit.base_validated);
+        assert_eq!(o.facts[0].label, "count_letter('strawberry', 'r')");
+        assert!(l.seen[1].starts_with(FACTS_HEADER));
+
+        let (d, _) = run("What is the gcd of 1071 and 462?", None);
+        assert_eq!(d.routed, Routed::Spec("gcd"));
+        assert!(d.answer.contains("21"), "{}", d.answer);
+
+        let (d, _) = run("Is 91 a prime number?", None);
+        assert_eq!(d.routed, Routed::Spec("is_prime"));
+        assert!(d.answer.contains("not a prime"), "{}", d.answer);
+        assert!(d.checked);
+    }
+
+    #[test]
+    fn a_right_base_answer_is_not_regrounded() {
+        // 97 is prime and the bare lane says so: checked, one generation, no facts.
+        let (d, l) = run("Is 97 a prime number?", None);
+        assert!(d.checked);
+        assert_eq!(d.generations, 1);
+        assert!(!d.outcome.unwrap().used_facts);
+        assert_eq!(l.seen.len(), 1);
+    }
+
+    #[test]
+    fn pass_through_is_the_bare_answer_and_never_claims_a_check() {
+        let (d, l) = run("Write a haiku about the sea.", None);
+        assert_eq!(d.routed, Routed::None);
+        assert_eq!(d.answer, "Waves fold into foam");
+        assert_eq!((d.generations, d.checked), (1, false));
+        assert!(d.outcome.is_none());
+        assert_eq!(l.seen, ["Write a haiku about the sea."], "prompt unchanged");
+    }
+
+    #[test]
+    fn capabilities_gate_each_route() {
+        let p = "How many times does the letter r occur in 'strawberry'?";
+        let none = Grants::none();
+        let (d, l) = run(p, Some(&none));
+        assert_eq!(d.routed, Routed::CapDenied("letter_count"));
+        assert!(!d.answer.contains('3'));
+        assert_eq!(d.generations, 1);
+        assert!(!l.seen.iter().any(|s| s.contains(FACTS_HEADER)));
+        let mut other = Grants::none();
+        other.grant(Capability::parse("fact:gcd").unwrap());
+        assert_eq!(
+            run(p, Some(&other)).0.routed,
+            Routed::CapDenied("letter_count")
+        );
+        let mut granted = Grants::none();
+        granted.grant(Capability::parse("fact:letter_count").unwrap());
+        let (d, _) = run(p, Some(&granted));
+        assert_eq!(d.routed, Routed::Spec("letter_count"));
+        assert!(d.answer.contains('3'));
+    }
+
+    #[test]
+    fn ambiguous_operands_give_no_facts_and_stay_thin() {
+        let (d, l) = run("What is the gcd of 12, 18 and 30?", None);
+        assert_eq!(d.routed, Routed::Spec("gcd"));
+        assert!(d.refusal.as_deref().unwrap_or("").contains("ambiguous"));
+        let o = d.outcome.unwrap();
+        assert!(!o.used_facts);
+        assert!(o.audit.note.contains("no verified facts"));
+        assert!(!d.checked);
+        assert_eq!(l.seen.len(), 1);
+    }
+}

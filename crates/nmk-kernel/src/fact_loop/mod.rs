@@ -20,6 +20,8 @@
 //! What this module may not do: compute a fact or judge an answer itself. Facts come from the
 //! provider, verdicts from the validator, both supplied by the caller.
 
+pub mod dispatch;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::k_policy::{
