@@ -26,6 +26,10 @@ impl<'a> KernelTokenGate<'a> {
 }
 
 impl TokenGate for KernelTokenGate<'_> {
+    fn masks(&self) -> bool {
+        !self.gate.forbidden_ids().is_empty()
+    }
+
     fn mask(&mut self, _position: u64, logits: &mut [f32]) {
         for &id in self.gate.forbidden_ids() {
             if let Some(l) = logits.get_mut(id as usize) {

@@ -416,6 +416,15 @@ impl Session {
         Ok(&self.masked)
     }
 
+    /// The (masked) logits `ready` produced last, without forwarding anything.
+    fn current_logits(&self) -> &[f32] {
+        if self.hooks.has_logit_masks() {
+            &self.masked
+        } else {
+            &self.logits
+        }
+    }
+
     /// Runs queued tokens and returns the (masked) logits of the next position.
     pub fn step(&mut self) -> Result<StepOut> {
         let logits = self.ready()?.to_vec();
@@ -486,17 +495,31 @@ impl Session {
             stop: StopReason::MaxTokens,
             counts: GateCounts::default(),
         };
-        let mut logits = Vec::new();
+        // The logits are copied only when the gate edits them (a mask, or a refused
+        // candidate); an accepting gate selects straight from the session's own buffer.
+        let mut edited: Vec<f32> = Vec::new();
         while out.tokens.len() < params.max_tokens {
             let pos = self.tokens.len() as u64;
-            logits.clear();
-            logits.extend_from_slice(self.ready()?);
-            gate.mask(pos, &mut logits);
+            self.ready()?;
+            let mut own = false;
+            if gate.masks() {
+                edited.clear();
+                edited.extend_from_slice(self.current_logits());
+                gate.mask(pos, &mut edited);
+                own = true;
+            }
             let mut refused = 0usize;
             let chosen = loop {
+                let logits: &[f32] = if own {
+                    &edited
+                } else if self.hooks.has_logit_masks() {
+                    &self.masked
+                } else {
+                    &self.logits
+                };
                 let Ok(t) =
                     self.sampler
-                        .select(&logits, &params.sampling, &self.tokens, &mut self.rng)
+                        .select(logits, &params.sampling, &self.tokens, &mut self.rng)
                 else {
                     break None;
                 };
@@ -516,7 +539,12 @@ impl Session {
                         if refused >= DEFAULT_MAX_RESAMPLES {
                             break None;
                         }
-                        if let Some(l) = logits.get_mut(t as usize) {
+                        if !own {
+                            edited.clear();
+                            edited.extend_from_slice(self.current_logits());
+                            own = true;
+                        }
+                        if let Some(l) = edited.get_mut(t as usize) {
                             *l = f32::NEG_INFINITY;
                         }
                     }

@@ -22,6 +22,12 @@ pub enum TokenVerdict {
 
 /// A judge of each candidate token, called by the decode loop before anything is emitted.
 pub trait TokenGate {
+    /// Whether [`TokenGate::mask`] may edit logits; a gate that never masks returns false, and
+    /// the decode loop then does not copy them. Default: true.
+    fn masks(&self) -> bool {
+        true
+    }
+
     /// Edits the logits of `position` before selection (e.g. sets forbidden ids to −∞). The
     /// default leaves them alone.
     fn mask(&mut self, position: u64, logits: &mut [f32]) {
@@ -39,6 +45,10 @@ pub trait TokenGate {
 pub struct AcceptAll;
 
 impl TokenGate for AcceptAll {
+    fn masks(&self) -> bool {
+        false
+    }
+
     fn judge(&mut self, _position: u64, _candidate: u32, _is_stop: bool) -> TokenVerdict {
         TokenVerdict::Accept
     }
