@@ -81,30 +81,18 @@ impl Item {
     }
 }
 
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// `n` items from `seed`, alternating hard and easy.
 pub fn items(n: usize, seed: u64) -> Vec<Item> {
-    let mut s = seed;
+    let mut rng = nmk_det::gate::Rng::new(seed);
     (0..n)
         .map(|i| {
             let hard = i % 2 == 0;
-            let r = splitmix(&mut s);
-            let (word, letter) = if hard {
-                HARD[(r % HARD.len() as u64) as usize]
-            } else {
-                EASY[(r % EASY.len() as u64) as usize]
-            };
+            let pool: &[(&'static str, char)] = if hard { &HARD } else { &EASY };
+            let (word, letter) = rng.choose(pool).copied().unwrap_or(("cat", 'c'));
             let add = if hard {
-                4 + (splitmix(&mut s) % 6) as i64
+                rng.range_i64(4, 9)
             } else {
-                1 + (splitmix(&mut s) % 3) as i64
+                rng.range_i64(1, 3)
             };
             Item {
                 word,
