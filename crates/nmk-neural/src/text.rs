@@ -13,8 +13,8 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use crate::engine::{
-    EngineError, GateCounts, GenerateParams, Model, SamplingParams, Session, SessionOptions,
-    StopReason, TokenGate,
+    EngineError, GateCounts, GatedGeneration, GenerateParams, Model, SamplingParams, Session,
+    SessionOptions, StopReason, TokenGate,
 };
 use crate::gguf::GgufFile;
 use crate::tokenizer::{ChatMessage, Tokenizer, TokenizerError};
@@ -165,6 +165,29 @@ impl TextModel {
         let _ = session.logits()?;
         let prefill_s = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
+        let (text, g) = self.continue_session(&mut session, max_tokens, sampling, gate, on_text)?;
+        Ok(Completion {
+            text,
+            prompt_ids: prompt_ids.to_vec(),
+            ids: g.tokens,
+            stop: g.stop,
+            gate: g.counts,
+            prefill_s,
+            decode_s: t1.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Generates from wherever `session` stands (prefilled, restored, or with tokens
+    /// appended), each token judged by `gate`, until a stop token or `max_tokens`; returns the
+    /// text (streamed to `on_text` as complete UTF-8 pieces) and the generation.
+    pub fn continue_session(
+        &self,
+        session: &mut Session,
+        max_tokens: usize,
+        sampling: &SamplingParams,
+        gate: &mut dyn TokenGate,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<(String, GatedGeneration), TextError> {
         let mut decoder = self.tokenizer.decoder();
         let mut text = String::new();
         let params = GenerateParams {
@@ -184,15 +207,7 @@ impl TextModel {
             on_text(&rest);
             text.push_str(&rest);
         }
-        Ok(Completion {
-            text,
-            prompt_ids: prompt_ids.to_vec(),
-            ids: g.tokens,
-            stop: g.stop,
-            gate: g.counts,
-            prefill_s,
-            decode_s: t1.elapsed().as_secs_f64(),
-        })
+        Ok((text, g))
     }
 
     /// Greedy generation from one user turn: `(text, tokens generated)`.

@@ -6,7 +6,7 @@
 use nmk_kernel::fact_loop::{Fact, FactLane, Grounding, augment_prompt, render_facts};
 use nmk_kernel::output_gate::OutputGate;
 use nmk_kernel::proposer::{Proposal, ProposerError};
-use nmk_neural::engine::{GenerateParams, SamplingParams, Session, SessionSnapshot, StopReason};
+use nmk_neural::engine::{SamplingParams, Session, SessionSnapshot, StopReason};
 use nmk_neural::text::{PromptMode, TextModel};
 
 use crate::token_gate::KernelTokenGate;
@@ -40,20 +40,17 @@ impl<'m> NeuralFactLane<'m> {
 
     /// Greedy generation from the session's current state, through the kernel's gate.
     fn generate(&self, session: &mut Session) -> Result<Proposal, ProposerError> {
-        let params = GenerateParams {
-            max_tokens: self.max_tokens,
-            stop_tokens: self.model.stop_tokens().to_vec(),
-            sampling: SamplingParams::greedy(),
-        };
         let mut gate = KernelTokenGate::new(OutputGate::new(), self.model.tokenizer());
-        let mut decoder = self.model.tokenizer().decoder();
-        let mut text = String::new();
-        let g = session
-            .generate_gated(&params, &mut gate, &mut |id| {
-                text.push_str(&decoder.push(id))
-            })
+        let (text, g) = self
+            .model
+            .continue_session(
+                session,
+                self.max_tokens,
+                &SamplingParams::greedy(),
+                &mut gate,
+                &mut |_| {},
+            )
             .map_err(err)?;
-        text.push_str(&decoder.finish());
         Ok(Proposal {
             text,
             tokens: u32::try_from(g.tokens.len()).unwrap_or(u32::MAX),
