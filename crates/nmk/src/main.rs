@@ -6,6 +6,7 @@
 mod commands;
 mod exit;
 mod fact_lane;
+mod model_lane;
 mod proposer;
 mod research;
 mod route_lane;
@@ -99,7 +100,7 @@ fn main() -> ExitCode {
         Command::Model(cmd) => commands::model::run(&out, cmd),
         Command::Run(args) => commands::run::run(&home, &out, &args),
         Command::Tokenize(args) => commands::run::tokenize(&out, &args),
-        Command::Bench(args) => commands::bench::run(&out, &args),
+        Command::Bench(args) => commands::bench::run(&home, &out, &args),
         Command::Gate(args) => commands::gate::run(&home, &out, &args),
         Command::Learn(args) => commands::learn::run(&home, &out, &args),
         Command::Primitives(cmd) => commands::primitives::run(&home, &out, cmd),

@@ -3,6 +3,7 @@
 //! bandwidth measured in the same process. With `--mechanisms`, the costs of the engine's
 //! mechanisms instead (see [`super::bench_mechanisms`]).
 
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -66,6 +67,21 @@ pub struct BenchArgs {
     /// Most tokens per answer in the fact-loop A/B.
     #[arg(long, default_value_t = 24)]
     fact_max_tokens: usize,
+    /// Serve a recurring workload through the kernel INSTEAD of the speed table: requests from
+    /// a few task families (four a learned primitive can own, one control family), each routed
+    /// as `nmk run` routes it; tokens, latency and accuracy per family. Run it before and after
+    /// `nmk learn` (bench/recurring/run.sh).
+    #[arg(long)]
+    recurring: bool,
+    /// Requests of the recurring workload.
+    #[arg(long, default_value_t = 1000)]
+    requests: usize,
+    /// Seed of the recurring workload.
+    #[arg(long, default_value_t = 0)]
+    recurring_seed: u64,
+    /// Most tokens per model answer in the recurring workload.
+    #[arg(long, default_value_t = 32)]
+    recurring_max_tokens: usize,
 }
 
 const FILLER: &str = "The quick brown fox jumps over the lazy dog while the sun sets slowly \
@@ -180,7 +196,26 @@ fn run_mechanisms(out: &Output, args: &BenchArgs, m: &TextModel) -> Result<Code>
 }
 
 /// Runs `nmk bench`.
-pub fn run(out: &Output, args: &BenchArgs) -> Result<Code> {
+pub fn run(home: &Path, out: &Output, args: &BenchArgs) -> Result<Code> {
+    if args.recurring {
+        let r = super::bench_recurring::run(
+            home,
+            &super::bench_recurring::Options {
+                model: &args.model.model,
+                threads: args.model.threads,
+                requests: args.requests,
+                seed: args.recurring_seed,
+                max_tokens: args.recurring_max_tokens,
+                progress: !out.json,
+            },
+        )?;
+        if out.json {
+            out.print_json(&r);
+        } else {
+            super::bench_recurring::print(&r);
+        }
+        return Ok(Code::Success);
+    }
     let mut m = load(&args.model, out.json)?;
     if args.mechanisms {
         return run_mechanisms(out, args, &m);

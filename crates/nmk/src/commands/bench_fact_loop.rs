@@ -171,7 +171,7 @@ impl Tally {
 }
 
 /// Proportion with its Wilson 95 % interval.
-fn wilson(k: usize, n: usize) -> serde_json::Value {
+pub(crate) fn wilson(k: usize, n: usize) -> serde_json::Value {
     if n == 0 {
         return serde_json::json!({"k": 0, "n": 0});
     }

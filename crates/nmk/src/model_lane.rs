@@ -1,0 +1,132 @@
+//! The model lane of one request: the model generates through the kernel's per-token gate and
+//! the commit trap judges the whole answer before anything is released. Shared by `nmk run` and
+//! the benchmarks so that what they measure is the path a user gets. Owns only the wiring: the
+//! gate's and the trap's decisions are the kernel's.
+
+use anyhow::Result;
+use nmk_det::oracles::OutputType;
+use nmk_det::{ValidationLevel, Value, hash_value};
+use nmk_kernel::budget::{Budget, BudgetLimits};
+use nmk_kernel::commit_trap::{CommitTrap, Contract, Decision};
+use nmk_kernel::ledger::{Ledger, ModelBinding};
+use nmk_kernel::output_gate::OutputGate;
+use nmk_kernel::proposer::Proposer;
+use nmk_kernel::router::MODEL_LANE;
+use nmk_neural::engine::SamplingParams;
+use nmk_neural::text::{Completion, PromptMode};
+
+use crate::proposer::NeuralProposer;
+use crate::token_gate::KernelTokenGate;
+
+/// How the model is asked.
+#[derive(Debug, Clone)]
+pub struct LaneRequest<'a> {
+    /// The request text (one user turn, or raw text).
+    pub prompt: &'a str,
+    /// Chat template or raw.
+    pub mode: PromptMode,
+    /// Sampling parameters.
+    pub sampling: SamplingParams,
+    /// Seed of the sampler.
+    pub seed: u64,
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Token ids the gate forbids (bound into the decision's policy hash).
+    pub forbid_ids: &'a [u32],
+    /// Whether the gate keeps the output JSON (the contract then asks for JSON).
+    pub shape_json: bool,
+}
+
+/// The model's answer and the commit trap's decision on it.
+#[derive(Debug)]
+pub struct LaneAnswer {
+    /// What the model generated (released only if `decision` committed it).
+    pub completion: Completion,
+    /// The commit trap's decision.
+    pub decision: Decision,
+    /// The gate's report (checks, counts, completeness).
+    pub gate_summary: serde_json::Value,
+    /// Candidates the gate accepted.
+    pub gate_accepted: usize,
+    /// Whether the gate's shapes are complete.
+    pub gate_complete: bool,
+}
+
+/// Generates `request` through `gate` and has the commit trap judge the whole answer, on
+/// `ledger`. The decision binds this request's decode policy (sampling, seed, budget, gate
+/// checks, forbidden ids), not only the proposer's default one.
+pub fn answer(
+    ledger: &Ledger,
+    proposer: &NeuralProposer,
+    request: &LaneRequest<'_>,
+    gate: OutputGate,
+) -> Result<LaneAnswer> {
+    let m = proposer.model();
+    let ids = m.encode(request.prompt, request.mode)?;
+    let checks: Vec<Value> = gate.check_names().into_iter().map(Value::str).collect();
+    let mut token_gate = KernelTokenGate::new(gate, m.tokenizer());
+    let completion = m.generate_ids(
+        &ids,
+        request.max_tokens,
+        &request.sampling,
+        request.seed,
+        &mut token_gate,
+        &mut |_| {},
+    )?;
+    let gate = token_gate.gate();
+    let (gate_summary, gate_accepted, gate_complete) =
+        (gate.summary(), gate.stats().accepted, gate.complete());
+    let base = proposer.binding();
+    let s = &request.sampling;
+    let flt = |x: f32| Value::float(f64::from(x)).unwrap_or(Value::Null);
+    let binding = ModelBinding {
+        policy: hash_value(&Value::map([
+            ("base", Value::str(base.policy.to_hex())),
+            (
+                "mode",
+                Value::str(match request.mode {
+                    PromptMode::Raw => "raw",
+                    PromptMode::Chat => "chat",
+                }),
+            ),
+            ("temperature", flt(s.temperature)),
+            ("top_k", Value::int(s.top_k)),
+            ("top_p", flt(s.top_p)),
+            ("repeat_penalty", flt(s.repeat_penalty)),
+            ("seed", Value::int(request.seed)),
+            ("max_tokens", Value::int(request.max_tokens)),
+            ("gate_checks", Value::List(checks)),
+            (
+                "forbidden_ids",
+                Value::List(
+                    request
+                        .forbid_ids
+                        .iter()
+                        .map(|&i| Value::int(u64::from(i)))
+                        .collect(),
+                ),
+            ),
+        ])),
+        ..base
+    };
+    let mut trap =
+        CommitTrap::new(ledger.clone(), Budget::new(BudgetLimits::default())).with_model(binding);
+    let contract = Contract {
+        otype: Some(if request.shape_json {
+            OutputType::Json
+        } else {
+            OutputType::Text
+        }),
+        prompt: request.prompt.to_owned(),
+        ..Contract::new(MODEL_LANE)
+    };
+    let t = ledger.len()?;
+    let decision = trap.commit(&completion.text, &contract, t, ValidationLevel::Syntax);
+    Ok(LaneAnswer {
+        completion,
+        decision,
+        gate_summary,
+        gate_accepted,
+        gate_complete,
+    })
+}
