@@ -87,6 +87,7 @@ fn main() -> ExitCode {
     {
         std::process::exit(nmk_sandbox::worker_main(None));
     }
+    exit::quiet_on_broken_pipe();
     let cli = Cli::parse();
     init_tracing();
     let home = cli
