@@ -1278,3 +1278,43 @@ impl MemoryStore {
         })
     }
 }
+
+impl Consultation {
+    /// The consultation as a canonical value: the governance object's hash, the recent entries
+    /// read (key, kind, pinned, version tick) and the store's counters. What a task's ledger
+    /// entries bind (through [`Consultation::content_hash`]).
+    pub fn to_value(&self) -> Value {
+        Value::map([
+            (
+                "governance",
+                Value::str(hash_value(&self.governance).to_hex()),
+            ),
+            (
+                "recent",
+                Value::List(
+                    self.recent
+                        .iter()
+                        .map(|r| {
+                            Value::map([
+                                ("key", Value::str(r.key.clone())),
+                                ("kind", Value::str(r.kind.clone())),
+                                ("pinned", Value::Bool(r.pinned)),
+                                ("updated", Value::int(r.updated)),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+            ("entries", Value::int(self.stats.entries)),
+            ("tombstones", Value::int(self.stats.tombstones)),
+            ("history_rows", Value::int(self.stats.history_rows)),
+            ("total_bytes", Value::int(self.stats.total_bytes)),
+            ("max_bytes", Value::int(self.stats.max_bytes)),
+        ])
+    }
+
+    /// Hash of [`Consultation::to_value`].
+    pub fn content_hash(&self) -> ContentHash {
+        hash_value(&self.to_value())
+    }
+}
