@@ -21,6 +21,11 @@
 //! provider, verdicts from the validator, both supplied by the caller.
 
 pub mod dispatch;
+pub mod executor;
+
+pub use executor::{
+    FACT_LOOP_OP, FactLoopOptions, FactLoopRegistration, register_fact_loop_executor,
+};
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
