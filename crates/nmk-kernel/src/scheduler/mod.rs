@@ -1,7 +1,8 @@
 //! The task-graph scheduler: admit → sequence → park → resume → validate → commit.
 //!
 //! The run loop takes READY tasks in admission order, charges the budget before each runs,
-//! gathers its inputs (its own refs and each dependency's result, keyed by the dependency's id),
+//! consults the attached memory store (`consult`: an unreadable store aborts the task, none
+//! attached is recorded as such), gathers its inputs (its own refs and each dependency's result, keyed by the dependency's id),
 //! runs its executor, stores the result as an artifact and has the task's registered validator
 //! judge it. Every verdict, abort and commit is one ledger entry; every transition is a trace
 //! event on the kernel's logical clock. Failures go through the repair policy: a clean-context
