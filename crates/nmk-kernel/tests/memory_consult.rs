@@ -14,7 +14,7 @@ use nmk_kernel::budget::{Budget, BudgetLimits};
 use nmk_kernel::ledger::{Action, Ledger, LedgerEntry};
 use nmk_kernel::memory::{Consultation, GOVERNANCE_KEY, MemoryConfig, MemoryStore, PutOptions};
 use nmk_kernel::ops::{ExecCall, ExecError, ExecOutcome, FnValidator, OpSpec};
-use nmk_kernel::scheduler::{MEMORY_CONSULT_INPUT, TaskMemory};
+use nmk_kernel::scheduler::{CONSULT_RECENT_LIMIT, MEMORY_CONSULT_INPUT, TaskMemory};
 use nmk_kernel::store::Durability;
 use nmk_kernel::trace::{self, EventKind, TraceEvent};
 use nmk_kernel::{Scheduler, TaskSpec, TaskStatus};
@@ -186,6 +186,18 @@ fn every_task_consults_memory_before_its_executor_and_its_ledger_entry_binds_the
             "{task}: consult after executor"
         );
         assert_eq!(events[first_exec].to, Some(TaskStatus::Running));
+        // The hash is the store's own consultation (nothing wrote to memory in this run).
+        let expected = store
+            .lock()
+            .unwrap()
+            .consult(CONSULT_RECENT_LIMIT)
+            .unwrap()
+            .content_hash()
+            .to_hex();
+        assert_eq!(
+            consult.detail.get("consultation").and_then(Value::as_str),
+            Some(expected.as_str())
+        );
         // The task's verdict entry binds the consultation's hash as an input.
         let hash = consult
             .detail
