@@ -153,6 +153,12 @@ fn admit_one(
         }
         caps.push(cap);
     }
+    // 2b. The op's own capability, declared or not.
+    if let Some(required) = &op.required_capability
+        && !view.grants.allows(required)
+    {
+        return Err(Reject::MissingCapability(required.to_string()));
+    }
     // 3. A registered validator with a well-formed level, or an explicitly judgment-only op.
     let validator = match &spec.validator {
         Some(v) => {

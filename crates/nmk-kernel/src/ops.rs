@@ -11,6 +11,7 @@ use nmk_det::{ValidationLevel, Value};
 
 use crate::capability::Capability;
 use crate::ledger::ValidatorId;
+use crate::memory::Consultation;
 
 /// Which of the kernel's deferred sources a parked task waits on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +52,9 @@ pub struct ExecCall<'a> {
     pub contract: &'a Value,
     /// Model tokens reserved for this call; an executor that drives a model must not pass it.
     pub token_allowance: u64,
+    /// What the memory store said when the scheduler consulted it just before this call
+    /// (`None`: no store is attached to the scheduler; the trace records `consulted: false`).
+    pub memory: Option<&'a Consultation>,
 }
 
 /// Runs an op. Implementations must be deterministic for a given call when they claim to be.
@@ -81,6 +85,18 @@ pub struct ValidationCall<'a> {
     pub level: ValidationLevel,
 }
 
+/// A validator's graded verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The check ran and passed: the task passes at its declared level.
+    Pass,
+    /// The check ran and failed.
+    Fail,
+    /// No check applies to this result (e.g. a fact-loop pass-through): the task passes, but
+    /// only at JUDGMENT, level NONE, whatever level it declared (spec §9 D24).
+    Unjudged,
+}
+
 /// A registered judge. `Ok(true)` passes at the task's declared level; `Ok(false)` fails;
 /// `Err` fails the node closed and disables the op for the rest of the request.
 pub trait Validator: Send + Sync {
@@ -88,6 +104,13 @@ pub trait Validator: Send + Sync {
     fn id(&self) -> ValidatorId;
     /// Judges `result`.
     fn validate(&self, result: &Value, call: &ValidationCall<'_>) -> Result<bool, String>;
+    /// The graded verdict the scheduler acts on. By default [`Validator::validate`]'s pass or
+    /// fail; a validator that can tell "nothing to check here" overrides it to say
+    /// [`Verdict::Unjudged`] rather than claim a pass it did not check.
+    fn verdict(&self, result: &Value, call: &ValidationCall<'_>) -> Result<Verdict, String> {
+        self.validate(result, call)
+            .map(|ok| if ok { Verdict::Pass } else { Verdict::Fail })
+    }
 }
 
 /// A validator from a function.
@@ -150,6 +173,9 @@ pub struct OpSpec {
     pub tier: OpTier,
     /// What runs it.
     pub executor: Arc<dyn Executor>,
+    /// A capability every task of the op needs granted, whether or not the task declares it
+    /// (checked at admission; unlike the syscall tier, the task need not declare it).
+    pub required_capability: Option<Capability>,
 }
 
 impl fmt::Debug for OpSpec {
@@ -158,6 +184,7 @@ impl fmt::Debug for OpSpec {
             .field("name", &self.name)
             .field("version", &self.version)
             .field("tier", &self.tier)
+            .field("required_capability", &self.required_capability)
             .finish()
     }
 }
@@ -170,6 +197,7 @@ impl OpSpec {
             version: version.into(),
             tier: OpTier::Pure,
             executor: Arc::new(executor),
+            required_capability: None,
         }
     }
 
@@ -180,7 +208,14 @@ impl OpSpec {
             version: version.into(),
             tier: OpTier::JudgmentOnly,
             executor: Arc::new(executor),
+            required_capability: None,
         }
+    }
+
+    /// The same op, admitted only when `capability` is granted.
+    pub fn requiring(mut self, capability: Capability) -> Self {
+        self.required_capability = Some(capability);
+        self
     }
 
     /// A syscall-tier op.
@@ -199,6 +234,7 @@ impl OpSpec {
                 ceiling,
             },
             executor: Arc::new(executor),
+            required_capability: None,
         }
     }
 }

@@ -12,7 +12,11 @@
 //! 5. every transition into PASSED carries a proof (a ledger entry hash);
 //! 6. no inert repair: a repair worker's passing result is not a result that already failed;
 //! 7. no miscalibration: nothing kept (PASSED/COMMITTED) whose producer stated a confidence of
-//!    0.7 or more while its calibrated confidence is 0.5 or less.
+//!    0.7 or more while its calibrated confidence is 0.5 or less;
+//! 8. always consult: when the run declared a memory store attached (`run.start` detail
+//!    `memory_attached`, or any `memory.consult` event with `attached`), every transition of a
+//!    task into RUNNING is preceded by a `memory.consult` event of that task that read the store
+//!    (`consulted: true`), one per run of the executor.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -46,6 +50,8 @@ pub enum EventKind {
     Park,
     /// The run ended.
     RunEnd,
+    /// Memory was consulted before a task's executor ran (or could not be).
+    MemoryConsult,
 }
 
 impl EventKind {
@@ -63,6 +69,7 @@ impl EventKind {
             EventKind::Commit => "commit",
             EventKind::Park => "run.park",
             EventKind::RunEnd => "run.end",
+            EventKind::MemoryConsult => "memory.consult",
         }
     }
 
@@ -79,6 +86,7 @@ impl EventKind {
             EventKind::Commit,
             EventKind::Park,
             EventKind::RunEnd,
+            EventKind::MemoryConsult,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -367,6 +375,34 @@ pub fn check(job: &str, events: &[TraceEvent]) -> Vec<String> {
                 "{job}: miscalibration: {} states confidence {model} but is only {cal}",
                 e.task.as_deref().unwrap_or("?")
             ));
+        }
+    }
+    // Rule 8.
+    let flag = |e: &TraceEvent, k: &str| e.detail.get(k) == Some(&Value::Bool(true));
+    let attached = events.iter().any(|e| {
+        (e.kind == EventKind::RunStart && flag(e, "memory_attached"))
+            || (e.kind == EventKind::MemoryConsult && flag(e, "attached"))
+    });
+    if attached {
+        // The latest consult of each task not yet used up by a run: whether it read the store.
+        let mut pending: BTreeMap<&str, bool> = BTreeMap::new();
+        for e in events {
+            let Some(task) = e.task.as_deref() else {
+                continue;
+            };
+            if e.kind == EventKind::MemoryConsult {
+                pending.insert(task, flag(e, "consulted"));
+            } else if e.kind == EventKind::Task && e.to == Some(TaskStatus::Running) {
+                match pending.remove(task) {
+                    Some(true) => {}
+                    Some(false) => v.push(format!(
+                        "{job}: {task} ran although its memory consultation failed"
+                    )),
+                    None => v.push(format!(
+                        "{job}: {task} ran without consulting memory (memory is attached)"
+                    )),
+                }
+            }
         }
     }
     v

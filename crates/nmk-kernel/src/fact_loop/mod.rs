@@ -17,10 +17,17 @@
 //! are no facts: the inertness rule), or mid-stream (the parked session continues with the facts
 //! appended as tokens). The kernel does not care which; the report records it.
 //!
+//! [`dispatch`] picks the fact route of a prompt; [`executor`] runs dispatch as a scheduler op.
+//!
 //! What this module may not do: compute a fact or judge an answer itself. Facts come from the
 //! provider, verdicts from the validator, both supplied by the caller.
 
 pub mod dispatch;
+pub mod executor;
+
+pub use executor::{
+    FACT_LOOP_OP, FactLoopOptions, FactLoopRegistration, register_fact_loop_executor,
+};
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 

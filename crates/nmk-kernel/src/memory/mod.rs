@@ -16,6 +16,13 @@
 //! value's canonical encoding (a tombstone: its key); for each history row, key plus old value
 //! plus [`HISTORY_ROW_OVERHEAD`]. SQLite's own page and index overhead is not counted.
 //!
+//! **Expiry** (§9 D46): a write may carry a time to live ([`PutOptions::expires_after`], wall
+//! clock). Past it the entry is invisible at once to `get`, `list`, `stats` and `consult`, and
+//! the next write (put or delete) purges it before anything is evicted, with its history,
+//! ledgered as `memory.expire`. Until purged, its bytes still count against the cap. A later
+//! write without a time to live makes the key permanent again. Expiry applies to pinned
+//! entries too: a pin protects from eviction, not from the writer's own deadline.
+//!
 //! Eviction removes the least recently used unpinned key (by last access, then last update)
 //! together with its history, and ledgers the hashes of everything it removed. A write that
 //! cannot fit even after evicting every unpinned key is refused and changes nothing.
@@ -180,6 +187,8 @@ pub struct PutOptions {
     pub pin: bool,
     /// Who writes (task id, `model`, `user`, …), recorded in history and ledger.
     pub actor: String,
+    /// Time to live from the write (`None`: never expires).
+    pub ttl: Option<std::time::Duration>,
 }
 
 impl PutOptions {
@@ -189,7 +198,14 @@ impl PutOptions {
             kind: "note".into(),
             pin: false,
             actor: actor.into(),
+            ttl: None,
         }
+    }
+
+    /// Expiring `ttl` after the write (see the module doc).
+    pub fn expires_after(mut self, ttl: std::time::Duration) -> PutOptions {
+        self.ttl = Some(ttl);
+        self
     }
 
     /// With another kind.
@@ -493,6 +509,63 @@ impl<'t> Outbox<'t> {
         self.ids.push(tx.last_insert_rowid());
         Ok(())
     }
+}
+
+/// Purges every entry whose time to live has passed (with its history), ledgering each as
+/// `expire`. Returns the keys purged. The governance object never carries an expiry.
+fn purge_expired(
+    tx: &Transaction<'_>,
+    actor: &str,
+    outbox: &mut Outbox<'_>,
+) -> Result<Vec<String>, MemoryError> {
+    let now = now_ms();
+    let due: Vec<(String, String, i64, i64)> = tx
+        .prepare_cached(
+            "SELECT key, value_hash, bytes, expires_at FROM memory_entries
+             WHERE deleted = 0 AND expires_at IS NOT NULL AND expires_at <= ?1
+             ORDER BY expires_at ASC, key ASC",
+        )?
+        .query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tick = next_tick(tx)?;
+    let mut purged = Vec::with_capacity(due.len());
+    for (key, value_hash, entry_bytes, expires_at) in due {
+        let history: Vec<(String, i64)> = tx
+            .prepare_cached("SELECT value_hash, bytes FROM memory_history WHERE key = ?1")?
+            .query_map([&key], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let freed = u(entry_bytes) + history.iter().map(|(_, b)| u(*b)).sum::<u64>();
+        tx.execute("DELETE FROM memory_history WHERE key = ?1", [&key])?;
+        tx.execute("DELETE FROM memory_entries WHERE key = ?1", [&key])?;
+        let total = total_bytes(tx)?;
+        let body = event(
+            "expire",
+            &key,
+            actor,
+            tick,
+            vec![
+                ("value_hash", Value::str(value_hash)),
+                (
+                    "history_hashes",
+                    Value::List(history.into_iter().map(|(h, _)| Value::str(h)).collect()),
+                ),
+                ("expired_at_ms", Value::int(expires_at)),
+                ("bytes_freed", Value::int(freed)),
+                ("total_bytes", Value::int(total)),
+            ],
+        );
+        outbox.push(tx, &body)?;
+        purged.push(key);
+    }
+    Ok(purged)
+}
+
+/// When a write with time to live `ttl` made now expires (wall-clock ms).
+fn expiry(ttl: Option<std::time::Duration>) -> Option<i64> {
+    ttl.map(|d| now_ms().saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
 }
 
 /// Evicts least-recently-used unpinned keys other than `keep` until `total ≤ max`. Returns the
@@ -860,11 +933,13 @@ impl MemoryStore {
         let text = canonical::encode(value);
         let hash = hash_bytes(text.as_bytes());
         let new_bytes = schema::entry_bytes(key, &text);
+        let expires_at = expiry(opts.ttl);
         let token = self.token.clone();
         let mut events = Outbox::new(&token);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        purge_expired(&tx, &opts.actor, &mut events)?;
         let max = cap(&tx)?;
         let old = read_row(&tx, key)?;
         let live_old = old.as_ref().filter(|o| !o.deleted);
@@ -939,11 +1014,11 @@ impl MemoryStore {
         let created = old.as_ref().map_or(tick, |o| o.created);
         tx.execute(
             "INSERT INTO memory_entries (key, value, value_hash, kind, pinned, deleted, version,
-                writer, created, updated, accessed, n_access, bytes)
-             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?9, 0, ?10)
+                writer, created, updated, accessed, n_access, bytes, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?9, 0, ?10, ?11)
              ON CONFLICT (key) DO UPDATE SET value = ?2, value_hash = ?3, kind = ?4,
                 pinned = ?5, deleted = 0, version = ?6, writer = ?7, updated = ?9,
-                accessed = ?9, bytes = ?10",
+                accessed = ?9, bytes = ?10, expires_at = ?11",
             params![
                 key,
                 text,
@@ -954,7 +1029,8 @@ impl MemoryStore {
                 opts.actor,
                 i(created),
                 i(tick),
-                i(new_bytes)
+                i(new_bytes),
+                expires_at
             ],
         )?;
         let name = if superseded.is_some() {
@@ -977,6 +1053,7 @@ impl MemoryStore {
                     superseded.map_or(Value::Null, |h| Value::str(h.to_hex())),
                 ),
                 ("unchanged", Value::Bool(unchanged)),
+                ("expires_at_ms", expires_at.map_or(Value::Null, Value::int)),
                 ("bytes", Value::int(new_bytes)),
                 ("total_bytes", Value::int(total)),
                 (
@@ -1012,9 +1089,10 @@ impl MemoryStore {
             .prepare_cached(
                 "SELECT value, value_hash, kind, pinned, deleted, version, writer, created,
                         updated, accessed, n_access, bytes
-                 FROM memory_entries WHERE key = ?1",
+                 FROM memory_entries
+                 WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
             )?
-            .query_row([key], |r| {
+            .query_row(params![key, now_ms()], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -1078,7 +1156,17 @@ impl MemoryStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let purged = purge_expired(&tx, actor, &mut events)?;
         let Some(old) = read_row(&tx, key)?.filter(|o| !o.deleted) else {
+            if !purged.is_empty() {
+                tx.commit()?;
+                let ledger = self.append_events(&events.ids)?;
+                return Ok(DeleteOutcome {
+                    existed: purged.iter().any(|k| k == key),
+                    evicted: Vec::new(),
+                    ledger,
+                });
+            }
             return Ok(DeleteOutcome {
                 existed: false,
                 evicted: Vec::new(),
@@ -1207,18 +1295,20 @@ impl MemoryStore {
         with_reserved: bool,
     ) -> Result<Vec<RecentItem>, MemoryError> {
         let sql = if with_reserved {
-            "SELECT key, kind, pinned, updated FROM memory_entries WHERE deleted = 0
+            "SELECT key, kind, pinned, updated FROM memory_entries
+             WHERE deleted = 0 AND (expires_at IS NULL OR expires_at > ?2)
              ORDER BY pinned DESC, updated DESC, key ASC LIMIT ?1"
         } else {
             "SELECT key, kind, pinned, updated FROM memory_entries
-             WHERE deleted = 0 AND substr(key, 1, 2) <> '__'
+             WHERE deleted = 0 AND (expires_at IS NULL OR expires_at > ?2)
+                AND substr(key, 1, 2) <> '__'
              ORDER BY updated DESC, key ASC LIMIT ?1"
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let items = self
             .conn
             .prepare_cached(sql)?
-            .query_map([limit], |r| {
+            .query_map(params![limit, now_ms()], |r| {
                 Ok(RecentItem {
                     key: r.get(0)?,
                     kind: r.get(1)?,
@@ -1234,7 +1324,14 @@ impl MemoryStore {
     pub fn stats(&mut self) -> Result<MemoryStats, MemoryError> {
         let tx = self.conn.transaction()?;
         let count = |sql: &str| tx.query_row(sql, [], |r| r.get::<_, i64>(0)).map(u);
-        let entries = count("SELECT COUNT(*) FROM memory_entries WHERE deleted = 0")?;
+        let entries = tx
+            .query_row(
+                "SELECT COUNT(*) FROM memory_entries
+                 WHERE deleted = 0 AND (expires_at IS NULL OR expires_at > ?1)",
+                [now_ms()],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(u)?;
         let tombstones = count("SELECT COUNT(*) FROM memory_entries WHERE deleted = 1")?;
         let history_rows = count("SELECT COUNT(*) FROM memory_history")?;
         let pending_events = count("SELECT COUNT(*) FROM memory_events WHERE ledger_seq IS NULL")?;
@@ -1276,5 +1373,45 @@ impl MemoryStore {
             recent,
             stats,
         })
+    }
+}
+
+impl Consultation {
+    /// The consultation as a canonical value: the governance object's hash, the recent entries
+    /// read (key, kind, pinned, version tick) and the store's counters. What a task's ledger
+    /// entries bind (through [`Consultation::content_hash`]).
+    pub fn to_value(&self) -> Value {
+        Value::map([
+            (
+                "governance",
+                Value::str(hash_value(&self.governance).to_hex()),
+            ),
+            (
+                "recent",
+                Value::List(
+                    self.recent
+                        .iter()
+                        .map(|r| {
+                            Value::map([
+                                ("key", Value::str(r.key.clone())),
+                                ("kind", Value::str(r.kind.clone())),
+                                ("pinned", Value::Bool(r.pinned)),
+                                ("updated", Value::int(r.updated)),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+            ("entries", Value::int(self.stats.entries)),
+            ("tombstones", Value::int(self.stats.tombstones)),
+            ("history_rows", Value::int(self.stats.history_rows)),
+            ("total_bytes", Value::int(self.stats.total_bytes)),
+            ("max_bytes", Value::int(self.stats.max_bytes)),
+        ])
+    }
+
+    /// Hash of [`Consultation::to_value`].
+    pub fn content_hash(&self) -> ContentHash {
+        hash_value(&self.to_value())
     }
 }

@@ -4,7 +4,10 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// Version of the memory tables this build writes (kept in `memory_meta`).
-pub const MEMORY_SCHEMA_VERSION: i64 = 1;
+pub const MEMORY_SCHEMA_VERSION: i64 = 2;
+
+/// Version 2 added `memory_entries.expires_at` (wall-clock milliseconds; NULL: never).
+const EXPIRY_SCHEMA_VERSION: i64 = 2;
 
 /// Bytes charged for one history row beyond its key and value: the successor's value hash
 /// (64 hex digits) and a fixed allowance for the actor, times and reason columns.
@@ -28,7 +31,8 @@ CREATE TABLE IF NOT EXISTS memory_entries (
     updated    INTEGER NOT NULL,
     accessed   INTEGER NOT NULL,
     n_access   INTEGER NOT NULL,
-    bytes      INTEGER NOT NULL
+    bytes      INTEGER NOT NULL,
+    expires_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS memory_entries_lru ON memory_entries (pinned, accessed, updated);
 CREATE TABLE IF NOT EXISTS memory_history (
@@ -66,11 +70,27 @@ pub fn ensure(conn: &mut Connection) -> rusqlite::Result<i64> {
         "INSERT OR IGNORE INTO memory_meta (name, value) VALUES ('schema', ?1), ('tick', 0)",
         [MEMORY_SCHEMA_VERSION],
     )?;
-    let version: i64 = tx.query_row(
+    let mut version: i64 = tx.query_row(
         "SELECT value FROM memory_meta WHERE name = 'schema'",
         [],
         |r| r.get(0),
     )?;
+    // A version-1 store gains the expiry column (NULL: its entries never expire).
+    if version < EXPIRY_SCHEMA_VERSION {
+        let has_column: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('memory_entries') WHERE name = 'expires_at'",
+            [],
+            |r| r.get(0),
+        )?;
+        if has_column == 0 {
+            tx.execute_batch("ALTER TABLE memory_entries ADD COLUMN expires_at INTEGER")?;
+        }
+        tx.execute(
+            "UPDATE memory_meta SET value = ?1 WHERE name = 'schema'",
+            [EXPIRY_SCHEMA_VERSION],
+        )?;
+        version = EXPIRY_SCHEMA_VERSION;
+    }
     tx.commit()?;
     Ok(version)
 }

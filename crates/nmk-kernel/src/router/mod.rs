@@ -16,6 +16,7 @@
 //! A lexical score only ranks; it never answers.
 
 pub mod extract;
+pub mod governed;
 pub mod lexical;
 pub mod routes;
 
@@ -24,6 +25,7 @@ use std::collections::BTreeMap;
 use nmk_det::{ContentHash, ValidationLevel, Value, hash_value};
 
 pub use extract::{ArgSpec, Cues};
+pub use governed::{GAP_SIGNAL, GovernedAction};
 pub use routes::{
     BuiltinRoute, DeterministicRoute, LearnedRoute, ProgramRunner, RouteAnswer, RouteKind,
     SandboxRunner,

@@ -1,7 +1,8 @@
 //! The task-graph scheduler: admit → sequence → park → resume → validate → commit.
 //!
 //! The run loop takes READY tasks in admission order, charges the budget before each runs,
-//! gathers its inputs (its own refs and each dependency's result, keyed by the dependency's id),
+//! consults the attached memory store (`consult`: an unreadable store aborts the task, none
+//! attached is recorded as such), gathers its inputs (its own refs and each dependency's result, keyed by the dependency's id),
 //! runs its executor, stores the result as an artifact and has the task's registered validator
 //! judge it. Every verdict, abort and commit is one ledger entry; every transition is a trace
 //! event on the kernel's logical clock. Failures go through the repair policy: a clean-context
@@ -13,11 +14,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use nmk_det::{ValidationLevel, Value};
+use nmk_det::{ContentHash, ValidationLevel, Value};
 
 mod commit;
+mod consult;
 mod repair;
 mod verdict;
+
+pub use consult::{CONSULT_RECENT_LIMIT, MEMORY_CONSULT_INPUT, TaskMemory};
 
 use crate::admission::{self, AdmissionView, Reject};
 use crate::artifact::{ArtifactError, ArtifactRef, ArtifactStore};
@@ -89,6 +93,8 @@ pub struct Scheduler {
     started: bool,
     ended: bool,
     commit_entry: Option<LedgerEntry>,
+    memory: Option<Box<dyn TaskMemory>>,
+    consults: HashMap<usize, ContentHash>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -122,6 +128,8 @@ impl Scheduler {
             started: false,
             ended: false,
             commit_entry: None,
+            memory: None,
+            consults: HashMap::new(),
         })
     }
 
@@ -218,7 +226,9 @@ impl Scheduler {
     fn start(&mut self) {
         if !self.started {
             self.started = true;
-            self.record(TraceEvent::new(EventKind::RunStart));
+            let mut e = TraceEvent::new(EventKind::RunStart);
+            e.detail = Value::map([("memory_attached", Value::Bool(self.memory.is_some()))]);
+            self.record(e);
         }
     }
 
@@ -424,6 +434,12 @@ impl Scheduler {
         if let Err(refusal) = self.budget.charge(&kind, tokens) {
             return self.abort(i, format!("budget:{refusal}"), "budget");
         }
+        // Memory is consulted before the executor runs; an attached store that cannot be read
+        // fails the task closed (see `consult`).
+        let consultation = match self.consult_memory(i) {
+            Ok(c) => c,
+            Err(why) => return self.abort(i, format!("memory_unavailable:{why}"), "memory"),
+        };
         self.transition(i, TaskStatus::Running, &kind, None);
         let inputs = self.gather_inputs(i);
         let Some(op) = self.ops.get(&kind).cloned() else {
@@ -441,6 +457,7 @@ impl Scheduler {
             inputs: &inputs,
             contract: &task.contract,
             token_allowance: tokens,
+            memory: consultation.as_ref(),
         };
         let outcome = catch_unwind(AssertUnwindSafe(|| op.executor.execute(&call)));
         match outcome {

@@ -6,9 +6,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use nmk_det::{ContentHash, ValidationLevel, Value, hash_value};
 
-use super::{Scheduler, SchedulerError};
+use super::{MEMORY_CONSULT_INPUT, Scheduler, SchedulerError};
 use crate::ledger::{Action, LedgerEntry, LedgerRecord, ValidatorId};
-use crate::ops::{OpTier, ValidationCall};
+use crate::ops::{OpTier, ValidationCall, Verdict};
 use crate::task::TaskStatus;
 use crate::trace::{EventKind, TraceEvent};
 use crate::verification::Verification;
@@ -25,6 +25,14 @@ impl Scheduler {
     ) -> LedgerRecord {
         let t = self.tick();
         let task = &self.tasks[i];
+        let mut inputs: BTreeMap<String, ContentHash> = inputs
+            .iter()
+            .map(|(k, v)| (k.clone(), hash_value(v)))
+            .collect();
+        // What memory said before the task ran, bound into every entry about it.
+        if let Some(consult) = self.consults.get(&i) {
+            inputs.insert(MEMORY_CONSULT_INPUT.to_owned(), *consult);
+        }
         LedgerRecord {
             opcode: task.kind.clone(),
             op_version: self
@@ -32,10 +40,7 @@ impl Scheduler {
                 .get(&task.kind)
                 .map(|o| o.version.clone())
                 .unwrap_or_default(),
-            inputs: inputs
-                .iter()
-                .map(|(k, v)| (k.clone(), hash_value(v)))
-                .collect(),
+            inputs,
             result,
             contract: hash_value(&task.contract),
             validator,
@@ -83,9 +88,13 @@ impl Scheduler {
                         contract: &task.contract,
                         level,
                     };
-                    let outcome = catch_unwind(AssertUnwindSafe(|| v.validate(&value, &call)));
+                    let outcome = catch_unwind(AssertUnwindSafe(|| v.verdict(&value, &call)));
                     let verdict = match outcome {
-                        Ok(Ok(true)) => {
+                        // Nothing was checked: kept, but only as judgment.
+                        Ok(Ok(Verdict::Unjudged)) => {
+                            Ok((ValidationLevel::None, Verification::Judgment))
+                        }
+                        Ok(Ok(Verdict::Pass)) => {
                             let verification = Verification::for_pass(level);
                             Ok((
                                 level,
@@ -96,7 +105,7 @@ impl Scheduler {
                                 },
                             ))
                         }
-                        Ok(Ok(false)) => Err("validation_failed".to_owned()),
+                        Ok(Ok(Verdict::Fail)) => Err("validation_failed".to_owned()),
                         Ok(Err(e)) => {
                             self.budget.disable(&kind);
                             Err(format!("validator_error:{e}"))
