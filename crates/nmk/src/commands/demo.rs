@@ -17,6 +17,7 @@ use nmk_kernel::budget::{Budget, BudgetLimits};
 use nmk_kernel::capability::Capability;
 use nmk_kernel::commit_trap::{CommitTrap, Contract};
 use nmk_kernel::ledger::{Ledger, verify_jsonl};
+use nmk_kernel::memory::{MemoryConfig, MemoryStore};
 use nmk_kernel::ops::{ExecCall, ExecError, ExecOutcome, FnValidator, OpSpec};
 use nmk_kernel::store::{Durability, database_path};
 use nmk_kernel::{Scheduler, TaskSpec, TaskStatus, trace};
@@ -61,8 +62,14 @@ fn arg<'a>(call: &'a ExecCall<'_>, name: &str) -> &'a Value {
 
 /// A kernel with a small op table: a "draft" that stands in for a model's structured output,
 /// JSON parsing, a schema check with its repair worker, gcd with an oracle, and a commit.
-fn kernel(ledger: &Ledger, run: &str, limits: BudgetLimits) -> Result<Scheduler> {
+fn kernel(ledger: &Ledger, db: &Path, run: &str, limits: BudgetLimits) -> Result<Scheduler> {
     let mut s = Scheduler::new(run, ledger.clone(), Budget::new(limits))?;
+    // The kernel consults memory before every task; the trace and the ledger record it.
+    s.attach_memory(Box::new(MemoryStore::open(
+        db,
+        MemoryConfig::default(),
+        ledger.clone(),
+    )?));
     s.register_op(OpSpec::judgment_only(
         "draft",
         "1",
@@ -159,8 +166,14 @@ fn kernel(ledger: &Ledger, run: &str, limits: BudgetLimits) -> Result<Scheduler>
     Ok(s)
 }
 
-fn structured(ledger: &Ledger, text: &str, run: &str, limits: BudgetLimits) -> Result<Scheduler> {
-    let mut s = kernel(ledger, run, limits)?;
+fn structured(
+    ledger: &Ledger,
+    db: &Path,
+    text: &str,
+    run: &str,
+    limits: BudgetLimits,
+) -> Result<Scheduler> {
+    let mut s = kernel(ledger, db, run, limits)?;
     s.classify("structured_output");
     let text = s.put_artifact(Value::str(text), "prompt")?;
     s.admit_plan(vec![
@@ -300,6 +313,7 @@ pub fn run(home: &Path, out: &Output, args: &DemoArgs) -> Result<Code> {
     let t = Instant::now();
     let mut s = structured(
         &ledger,
+        &db,
         r#"{"item": "widget", "price": "12.50"}"#,
         "demo-repair",
         BudgetLimits::default(),
@@ -314,6 +328,7 @@ pub fn run(home: &Path, out: &Output, args: &DemoArgs) -> Result<Code> {
     let t = Instant::now();
     let mut s = structured(
         &ledger,
+        &db,
         r#"{"item": "widget", "price": 12.5}"#,
         "demo-clean",
         BudgetLimits::default(),
@@ -328,6 +343,7 @@ pub fn run(home: &Path, out: &Output, args: &DemoArgs) -> Result<Code> {
     let t = Instant::now();
     let mut s = structured(
         &ledger,
+        &db,
         "not json at all",
         "demo-garbage",
         BudgetLimits::default(),
@@ -342,6 +358,7 @@ pub fn run(home: &Path, out: &Output, args: &DemoArgs) -> Result<Code> {
     let t = Instant::now();
     let mut s = structured(
         &ledger,
+        &db,
         r#"{"price": 1}"#,
         "demo-budget",
         BudgetLimits {
@@ -357,7 +374,7 @@ pub fn run(home: &Path, out: &Output, args: &DemoArgs) -> Result<Code> {
     )?);
 
     let t = Instant::now();
-    let mut s = kernel(&ledger, "demo-gcd", BudgetLimits::default())?;
+    let mut s = kernel(&ledger, &db, "demo-gcd", BudgetLimits::default())?;
     s.classify("primitive");
     let a = s.put_artifact(Value::int(1071), "arg")?;
     let b = s.put_artifact(Value::int(462), "arg")?;
@@ -377,7 +394,7 @@ pub fn run(home: &Path, out: &Output, args: &DemoArgs) -> Result<Code> {
     rows.push(row);
 
     let t = Instant::now();
-    let mut s = kernel(&ledger, "demo-crash", BudgetLimits::default())?;
+    let mut s = kernel(&ledger, &db, "demo-crash", BudgetLimits::default())?;
     s.classify("primitive");
     let a = s.put_artifact(Value::int(4), "arg")?;
     s.admit(
@@ -439,7 +456,7 @@ pub fn run(home: &Path, out: &Output, args: &DemoArgs) -> Result<Code> {
 
     // Admission refusals never reach the run loop, so they have no ledger entry of their own.
     let refusals: Vec<(&str, String)> = {
-        let mut s = kernel(&ledger, "demo-admission", BudgetLimits::default())?;
+        let mut s = kernel(&ledger, &db, "demo-admission", BudgetLimits::default())?;
         vec![
             (
                 "unregistered op",

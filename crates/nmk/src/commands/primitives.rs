@@ -13,6 +13,7 @@ use nmk_det::sandbox::CallLimits;
 use nmk_kernel::budget::{Budget, BudgetLimits};
 use nmk_kernel::learn::registry::{capability_name, validator_name};
 use nmk_kernel::learn::{Recheck, RegateWith, VerifiedPrimitive, install};
+use nmk_kernel::memory::{MemoryConfig, MemoryStore};
 use nmk_kernel::{Scheduler, TaskSpec};
 
 use super::Output;
@@ -298,6 +299,12 @@ fn call_learned(
         kernel.ledger.clone(),
         Budget::new(BudgetLimits::default()),
     )?;
+    // The kernel consults memory before the call; the trace and the ledger record it.
+    s.attach_memory(Box::new(MemoryStore::open(
+        &kernel.db,
+        MemoryConfig::default(),
+        kernel.ledger.clone(),
+    )?));
     install(&mut s, primitive, sandbox, CallLimits::default())?;
     s.classify("primitive_call");
     let args_ref = s.put_artifact(Value::List(args), "args")?;
