@@ -130,3 +130,39 @@ fn nmk_run_consults_memory_first_and_names_what_it_read() {
     assert_eq!(consult["detail"]["recent"], serde_json::json!(["note"]));
     assert_eq!(consult["hash"], v["memory"]["ledger_entry"]);
 }
+
+#[test]
+fn an_entry_with_a_ttl_expires_and_one_without_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    ok(
+        home,
+        &["memory", "put", "--json", "--ttl", "1", "session", "abc"],
+    );
+    ok(home, &["memory", "put", "--json", "city", "Paris"]);
+    assert_eq!(
+        ok(home, &["memory", "get", "--json", "session"])["value"],
+        "abc"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    // Expired: absent (exit 1); the entry written without a TTL is still there (contrast).
+    assert_eq!(
+        nmk(home, &["memory", "get", "session"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        ok(home, &["memory", "get", "--json", "city"])["value"],
+        "Paris"
+    );
+    // The next write purges it, and the purge is a ledger entry.
+    ok(home, &["memory", "put", "--json", "other", "1"]);
+    let ledger = ok(home, &["ledger", "show", "--limit", "100", "--json"]);
+    assert!(
+        ledger
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["opcode"] == "memory.expire"),
+        "{ledger}"
+    );
+}

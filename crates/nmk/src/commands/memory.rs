@@ -46,6 +46,10 @@ pub enum MemoryCommand {
         /// Pin the entry (never evicted).
         #[arg(long)]
         pin: bool,
+        /// Seconds until the entry expires (invisible at once, purged and ledgered by the
+        /// next write); without it the entry never expires.
+        #[arg(long, value_name = "SECONDS")]
+        ttl: Option<u64>,
     },
     /// Live entries, pinned first, then newest.
     List {
@@ -167,6 +171,7 @@ pub fn run(home: &Path, out: &Output, cmd: MemoryCommand) -> Result<Code> {
             string,
             kind,
             pin,
+            ttl,
         } => {
             let parsed = if string {
                 Value::str(value)
@@ -180,6 +185,7 @@ pub fn run(home: &Path, out: &Output, cmd: MemoryCommand) -> Result<Code> {
             if pin {
                 opts = opts.pinned();
             }
+            opts.ttl = ttl.map(std::time::Duration::from_secs);
             match store.put(&key, &parsed, &opts) {
                 Ok(o) => {
                     if out.json {
