@@ -1,7 +1,8 @@
 //! The job classifier: which job type a job is, which template plans it, and what it is
 //! granted. Rules in order — coding, cyber, structured output — then the `generic` fallback;
-//! a declared type wins over the matchers; plan memory may swap the template (never the
-//! grants, which are the job type's policy alone, §9 D22). It reads text and input names only.
+//! a declared type wins over the matchers; plan memory may swap the template for one the job
+//! type's policy can run (never the grants, which are that policy alone, §9 D22). It reads
+//! text and input names only.
 
 use crate::capability::Grants;
 use crate::plan::Template;
@@ -136,9 +137,13 @@ pub fn classify(job: &Job, memory: &PlanMemory) -> Classification {
             }
         }
     };
+    // A remembered template the type's policy cannot run is ignored: following it would only
+    // be refused (§9 D22), and a template that never runs could never lose its place in memory.
+    let policy = job_type.policy();
     let remembered = memory
         .best_template(job_type.name())
-        .and_then(Template::by_name);
+        .and_then(Template::by_name)
+        .filter(|t| t.grants().iter().all(|cap| policy.allows(cap)));
     Classification {
         job_type,
         template: remembered.unwrap_or(job_type.default_template()),
