@@ -5,6 +5,7 @@ pub mod bench_fact_loop;
 pub mod bench_mechanisms;
 pub mod demo;
 pub mod gate;
+pub mod job;
 pub mod learn;
 pub mod learned;
 pub mod ledger;
