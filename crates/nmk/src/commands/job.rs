@@ -145,11 +145,7 @@ fn unrunnable(job: &Job, template: Template) -> Option<String> {
                 .join(", ")
         ));
     }
-    if !job
-        .inputs
-        .get("draft")
-        .is_some_and(|d| d.as_str().is_some())
-    {
+    if job.inputs.get("draft").and_then(Value::as_str).is_none() {
         return Some(
             "a structured_output job needs inputs.draft (the text to check): `nmk job` loads no \
              model to draft one"
