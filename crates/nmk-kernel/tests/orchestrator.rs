@@ -949,3 +949,36 @@ fn jobs_are_untrusted_input() {
     assert!(orch.submit(&Job::new("bad id", "x")).is_err());
     assert_eq!(orch.dashboard().jobs_total, 0);
 }
+
+#[test]
+fn owners_named_by_the_job_are_recorded_and_malformed_ones_ignored() {
+    let (mut orch, _, _) = orchestrator();
+    let owners = Value::map([
+        ("draft", Value::str("agent:writer")),
+        ("syntax", Value::str("bad owner; rm -rf")),
+    ]);
+    let r = orch
+        .submit(&structured_job("j1", r#"{"name": "Ada", "age": 36}"#).input("owners", owners))
+        .unwrap();
+    assert!(r.committed);
+    let owner = |id: &str| r.tasks.iter().find(|t| t.task == id).unwrap().owner.clone();
+    assert_eq!(owner("draft"), "agent:writer");
+    assert_eq!(owner("syntax"), "scheduler");
+    assert!(
+        r.checklist
+            .contains(&"✓ draft [agent:writer] (judgment)".to_owned())
+    );
+    // Without the input, the template's owner stands.
+    let plain = orch
+        .submit(&structured_job("j2", r#"{"name": "Ada", "age": 36}"#))
+        .unwrap();
+    assert_eq!(
+        plain
+            .tasks
+            .iter()
+            .find(|t| t.task == "draft")
+            .unwrap()
+            .owner,
+        "model_lane"
+    );
+}
