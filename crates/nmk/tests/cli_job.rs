@@ -126,6 +126,35 @@ fn a_structured_output_job_commits_only_when_the_draft_fits_the_schema() {
         "{}",
         String::from_utf8_lossy(&verify.stdout)
     );
+    // The trace written out is the run's, and the kernel's self-check reads it back: clean but
+    // for the SCHEMA-only commit, and a line removed is caught.
+    let trace_file = dir.path().join("trace.jsonl");
+    let traced = nmk(
+        &home,
+        &[
+            "job",
+            "submit",
+            "--trace",
+            trace_file.to_str().unwrap(),
+            &good,
+        ],
+    );
+    assert_eq!(traced.status.code(), Some(0));
+    let lines = std::fs::read_to_string(&trace_file).unwrap();
+    assert!(lines.lines().count() >= 10);
+    let violations = nmk_kernel::trace::check_jsonl("p1", &lines);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(violations[0].contains("unsafe commit"));
+    let without_classify: String = lines
+        .lines()
+        .filter(|l| !l.contains("\"kind\":\"classify\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        nmk_kernel::trace::check_jsonl("p1", &without_classify)
+            .iter()
+            .any(|v| v.contains("no classify"))
+    );
     // Human output names the outcome.
     let text = nmk(&home, &["job", "submit", &good]);
     let stdout = String::from_utf8_lossy(&text.stdout);

@@ -34,6 +34,10 @@ pub enum JobCommand {
     Submit {
         /// The job file (JSON).
         job: PathBuf,
+        /// Also write the run's trace here, one canonical JSON event per line (checkable with
+        /// the kernel's trace self-check).
+        #[arg(long, value_name = "FILE")]
+        trace: Option<PathBuf>,
     },
     /// Totals over every job run in this home: jobs, commits, types, proven templates, lessons.
     Dashboard,
@@ -162,7 +166,7 @@ fn unrunnable(job: &Job, template: Template) -> Option<String> {
     None
 }
 
-fn submit(home: &Path, out: &Output, path: &Path) -> Result<Code> {
+fn submit(home: &Path, out: &Output, path: &Path, trace_out: Option<&Path>) -> Result<Code> {
     let job = match read_job(path)? {
         Ok(job) => job,
         Err(why) => return Ok(refuse(out, None, &why)),
@@ -181,6 +185,14 @@ fn submit(home: &Path, out: &Output, path: &Path) -> Result<Code> {
     let mut orch =
         Orchestrator::with_memory_file(ledger, structured_output_catalogue(schema), &memory_path)?;
     let rollup = orch.submit(&job)?;
+    if let Some(file) = trace_out {
+        let mut lines = String::new();
+        for e in &rollup.trace {
+            lines.push_str(&nmk_det::encode(&e.to_value()));
+            lines.push('\n');
+        }
+        std::fs::write(file, lines).with_context(|| format!("writing {}", file.display()))?;
+    }
     if out.json {
         out.print_json(&rollup.to_json());
     } else {
@@ -261,7 +273,7 @@ fn dashboard(home: &Path, out: &Output) -> Result<Code> {
 /// Runs `nmk job`.
 pub fn run(home: &Path, out: &Output, cmd: JobCommand) -> Result<Code> {
     match cmd {
-        JobCommand::Submit { job } => submit(home, out, &job),
+        JobCommand::Submit { job, trace } => submit(home, out, &job, trace.as_deref()),
         JobCommand::Dashboard => dashboard(home, out),
     }
 }
