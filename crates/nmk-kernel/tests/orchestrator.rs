@@ -827,7 +827,14 @@ fn grants_come_only_from_the_job_types_policy() {
     let job = structured_job("j1", r#"{"name": "Ada", "age": 36}"#);
     let refused = orch.submit_plan(&job, outside).unwrap();
     assert!(!refused.committed);
-    assert!(refused.refused.as_deref().unwrap().contains("op:run_tests"));
+    // Refused by the policy check before admission (admission, holding only the policy's
+    // grants, would refuse it too).
+    let why = refused.refused.as_deref().unwrap();
+    assert!(
+        why.contains("op:run_tests") && why.contains("outside the job type's policy"),
+        "{why}"
+    );
+    assert!(refused.tasks.is_empty());
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     let ran = orch.submit_plan(&job, within).unwrap();
     assert!(ran.committed, "{:?}", ran.refused);
