@@ -71,6 +71,10 @@ enum Command {
     /// every change is ledgered).
     #[command(subcommand)]
     Memory(commands::memory::MemoryCommand),
+    /// Submit a job to the orchestrator (classify, plan, admit, run, commit) or show the
+    /// dashboard of past jobs.
+    #[command(subcommand)]
+    Job(commands::job::JobCommand),
 }
 
 /// Counts every allocation so the sandbox worker role's memory limit holds (the limit is only
@@ -107,6 +111,7 @@ fn main() -> ExitCode {
         Command::Primitives(cmd) => commands::primitives::run(&home, &out, cmd),
         Command::Prove(args) => commands::prove::run(&out, &args),
         Command::Memory(cmd) => commands::memory::run(&home, &out, cmd),
+        Command::Job(cmd) => commands::job::run(&home, &out, cmd),
     };
     match result {
         Ok(code) => code.into(),

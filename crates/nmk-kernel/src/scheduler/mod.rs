@@ -497,4 +497,18 @@ impl Scheduler {
             Err(e) => self.fail(i, Value::Null, format!("delivery_error:{e}"), &inputs),
         }
     }
+
+    /// Records how the job was classified together with the facts that decided it (the rule,
+    /// the template, what plan memory recalled). `facts` keys never replace `job_type`.
+    pub fn classify_with(&mut self, job_type: &str, facts: Value) {
+        self.start();
+        let mut detail = match facts {
+            Value::Map(m) => m,
+            _ => BTreeMap::new(),
+        };
+        detail.insert("job_type".to_owned(), Value::str(job_type));
+        let mut e = TraceEvent::new(EventKind::Classify);
+        e.detail = Value::Map(detail);
+        self.record(e);
+    }
 }

@@ -6,6 +6,7 @@ pub mod bench_mechanisms;
 pub mod bench_recurring;
 pub mod demo;
 pub mod gate;
+pub mod job;
 pub mod learn;
 pub mod learned;
 pub mod ledger;
