@@ -187,6 +187,7 @@ pub struct Delegator {
     grants: Grants,
     ledger: Ledger,
     runs: u64,
+    task_memory: Option<crate::orchestrator::SharedMemory>,
 }
 
 fn name_ok(s: &str, max: usize) -> bool {
@@ -204,7 +205,14 @@ impl Delegator {
             grants: Grants::none(),
             ledger,
             runs: 0,
+            task_memory: None,
         }
+    }
+
+    /// Every delegated task's child scheduler consults `store` before it runs.
+    pub fn with_task_memory(mut self, store: crate::orchestrator::SharedMemory) -> Delegator {
+        self.task_memory = Some(store);
+        self
     }
 
     /// Registers a tool; with `grant` its capability is granted, otherwise it is nameable but
@@ -292,6 +300,9 @@ impl Delegator {
             child_budget.disable(tool);
         }
         let mut child = Scheduler::new(&run_id, self.ledger.clone(), child_budget)?;
+        if let Some(store) = &self.task_memory {
+            child.attach_memory(Box::new(Arc::clone(store)));
+        }
         child.register_op(spec.op_spec()?)?;
         child.register_validator(&spec.validator_name(), Arc::clone(&spec.validator));
         let cap = Capability::parse(&spec.capability())

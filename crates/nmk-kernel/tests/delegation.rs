@@ -310,3 +310,54 @@ fn agent_ids_and_inputs_are_untrusted() {
     assert!(d.delegate_run(&mut b, "echo", many, "a1").is_err());
     assert_eq!(b.n_traps(), 0);
 }
+
+#[test]
+fn a_delegated_task_consults_the_attached_memory_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("k.sqlite");
+    let ledger = Ledger::open(&db, nmk_kernel::Durability::Process).unwrap();
+    let store = nmk_kernel::memory::MemoryStore::open(
+        &db,
+        nmk_kernel::memory::MemoryConfig::default(),
+        ledger.clone(),
+    )
+    .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut d =
+        Delegator::new(ledger.clone()).with_task_memory(Arc::new(std::sync::Mutex::new(store)));
+    d.register_tool(
+        echo_tool(Arc::clone(&calls), ValidationLevel::Schema, true),
+        true,
+    )
+    .unwrap();
+    let v = d
+        .delegate_and_verify(&mut budget(64), "echo", x42(), "a1")
+        .unwrap();
+    assert!(v.verified, "{v:#?}");
+    let consults: Vec<_> = v
+        .delegation
+        .trace
+        .iter()
+        .filter(|e| e.kind == EventKind::MemoryConsult)
+        .collect();
+    assert_eq!(consults.len(), 1, "{:#?}", v.delegation.trace);
+    let consulted = |e: &nmk_kernel::trace::TraceEvent| match &e.detail {
+        Value::Map(m) => m.get("consulted") == Some(&Value::Bool(true)),
+        _ => false,
+    };
+    assert!(consulted(consults[0]), "{:#?}", consults[0]);
+    assert!(trace::check("agent", &v.delegation.trace).is_empty());
+    // Contrast: without a store attached the consultation is recorded as not read.
+    let (mut bare, _, _) = delegator(true);
+    let w = bare
+        .delegate_and_verify(&mut budget(64), "echo", x42(), "a1")
+        .unwrap();
+    assert!(w.verified);
+    assert!(
+        !w.delegation
+            .trace
+            .iter()
+            .filter(|e| e.kind == EventKind::MemoryConsult)
+            .any(consulted)
+    );
+}

@@ -155,6 +155,29 @@ fn a_structured_output_job_commits_only_when_the_draft_fits_the_schema() {
             .iter()
             .any(|v| v.contains("no classify"))
     );
+    // Every task consulted the home's memory store before it ran; dropping one consultation
+    // is caught by the self-check (the rule that makes "always consult" enforceable).
+    let consults: Vec<&str> = lines
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"memory.consult\""))
+        .collect();
+    assert!(consults.len() >= 4, "{lines}");
+    assert!(
+        consults.iter().all(|l| l.contains("\"consulted\":true")),
+        "{consults:?}"
+    );
+    let first_consult = consults[0];
+    let without_consult: String = lines
+        .lines()
+        .filter(|l| *l != first_consult)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        nmk_kernel::trace::check_jsonl("p1", &without_consult)
+            .iter()
+            .any(|v| v.contains("without consulting memory")),
+        "{without_consult}"
+    );
     // Human output names the outcome.
     let text = nmk(&home, &["job", "submit", &good]);
     let stdout = String::from_utf8_lossy(&text.stdout);

@@ -16,13 +16,14 @@ pub mod rollup;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use nmk_det::Value;
 
 use crate::budget::{Budget, BudgetLimits};
 use crate::capability::Capability;
 use crate::ledger::Ledger;
+use crate::memory::MemoryStore;
 use crate::ops::{OpSpec, OpTier, Validator};
 use crate::plan::Template;
 use crate::scheduler::{Scheduler, SchedulerError};
@@ -114,7 +115,11 @@ pub struct Orchestrator {
     catalogue: OpCatalogue,
     memory: PlanMemory,
     memory_path: Option<PathBuf>,
+    task_memory: Option<SharedMemory>,
 }
+
+/// A memory store several schedulers consult in turn (one per job run).
+pub type SharedMemory = Arc<Mutex<MemoryStore>>;
 
 impl Orchestrator {
     /// An orchestrator writing to `ledger`, running `catalogue`'s ops, remembering in `memory`
@@ -125,7 +130,15 @@ impl Orchestrator {
             catalogue,
             memory,
             memory_path: None,
+            task_memory: None,
         }
+    }
+
+    /// Every job's scheduler consults `store` before each task (a trace event and a ledger
+    /// input per task; a store that cannot be read aborts the task).
+    pub fn with_task_memory(mut self, store: SharedMemory) -> Orchestrator {
+        self.task_memory = Some(store);
+        self
     }
 
     /// As [`Orchestrator::new`], with plan memory loaded from (and saved after each job to)
@@ -141,6 +154,7 @@ impl Orchestrator {
             catalogue,
             memory,
             memory_path: Some(path.to_owned()),
+            task_memory: None,
         })
     }
 
@@ -187,6 +201,9 @@ impl Orchestrator {
             ..BudgetLimits::default()
         };
         let mut sched = Scheduler::new(&run_id, self.ledger.clone(), Budget::new(limits))?;
+        if let Some(store) = &self.task_memory {
+            sched.attach_memory(Box::new(Arc::clone(store)));
+        }
         for op in &self.catalogue.ops {
             sched.register_op(op.clone())?;
         }

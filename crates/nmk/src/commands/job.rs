@@ -15,6 +15,7 @@ use nmk_det::Value;
 use nmk_det::oracles::form::{is_dict, parse_json_text};
 use nmk_det::oracles::format_contract_ok;
 use nmk_kernel::ledger::Ledger;
+use nmk_kernel::memory::{MemoryConfig, MemoryStore};
 use nmk_kernel::ops::{ExecCall, ExecError, ExecOutcome, FnValidator, OpSpec};
 use nmk_kernel::orchestrator::{self, Job, OpCatalogue, Orchestrator, PlanMemory, classify};
 use nmk_kernel::plan::Template;
@@ -182,8 +183,12 @@ fn submit(home: &Path, out: &Output, path: &Path, trace_out: Option<&Path>) -> R
     let db = database_path(home);
     let ledger = Ledger::open(&db, Durability::Process)
         .with_context(|| format!("opening {}", db.display()))?;
+    let store = MemoryStore::open(&db, MemoryConfig::default(), ledger.clone())
+        .with_context(|| format!("opening the memory store in {}", db.display()))?;
+    // Each task of the job consults the home's memory store first (trace event, ledger input).
     let mut orch =
-        Orchestrator::with_memory_file(ledger, structured_output_catalogue(schema), &memory_path)?;
+        Orchestrator::with_memory_file(ledger, structured_output_catalogue(schema), &memory_path)?
+            .with_task_memory(std::sync::Arc::new(std::sync::Mutex::new(store)));
     let rollup = orch.submit(&job)?;
     if let Some(file) = trace_out {
         let mut lines = String::new();
