@@ -44,12 +44,6 @@ pub struct LaneAnswer {
     pub completion: Completion,
     /// The commit trap's decision.
     pub decision: Decision,
-    /// The gate's report (checks, counts, completeness).
-    pub gate_summary: serde_json::Value,
-    /// Candidates the gate accepted.
-    pub gate_accepted: usize,
-    /// Whether the gate's shapes are complete.
-    pub gate_complete: bool,
 }
 
 /// Generates `request` through `gate` and has the commit trap judge the whole answer, on
@@ -73,9 +67,6 @@ pub fn answer(
         &mut token_gate,
         &mut |_| {},
     )?;
-    let gate = token_gate.gate();
-    let (gate_summary, gate_accepted, gate_complete) =
-        (gate.summary(), gate.stats().accepted, gate.complete());
     let base = proposer.binding();
     let s = &request.sampling;
     let flt = |x: f32| Value::float(f64::from(x)).unwrap_or(Value::Null);
@@ -125,8 +116,5 @@ pub fn answer(
     Ok(LaneAnswer {
         completion,
         decision,
-        gate_summary,
-        gate_accepted,
-        gate_complete,
     })
 }
