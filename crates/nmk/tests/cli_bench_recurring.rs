@@ -4,18 +4,10 @@
 //! model tokens and the right answer, while the control family still takes the model lane.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::nmk;
 
-fn nmk(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nmk"))
-        .args(args)
-        .env("NMK_HOME", home)
-        .env_remove("RUST_LOG")
-        .env_remove("NMK_SANDBOX_WORKER")
-        .output()
-        .unwrap()
-}
+use std::path::{Path, PathBuf};
 
 fn bench(home: &Path) -> serde_json::Value {
     let out = nmk(

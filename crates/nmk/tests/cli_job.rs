@@ -4,27 +4,10 @@
 //! binary has no executors for are refused by name instead of faked.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+use common::{json, nmk};
+
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn nmk(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nmk"))
-        .args(args)
-        .env("NMK_HOME", home)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
 
 fn write_job(dir: &Path, name: &str, job: serde_json::Value) -> String {
     let path = dir.join(name);

@@ -2,17 +2,10 @@
 //! learned primitive that persists from one process to the next.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::{json, nmk};
 
-fn nmk(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nmk"))
-        .args(args)
-        .env("NMK_HOME", home)
-        .env_remove("NMK_SANDBOX_WORKER")
-        .output()
-        .unwrap()
-}
+use std::path::{Path, PathBuf};
 
 fn gap(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -20,16 +13,6 @@ fn gap(name: &str) -> String {
         .join(name)
         .display()
         .to_string()
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 fn program(dir: &Path, name: &str, code: &str) -> String {

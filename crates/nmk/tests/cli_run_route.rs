@@ -4,28 +4,10 @@
 //! needed) with tokens > 0 and the commit trap's entry; memory is consulted every time.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+use common::{json, nmk};
+
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn nmk(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nmk"))
-        .args(args)
-        .env("NMK_HOME", home)
-        .env_remove("RUST_LOG")
-        .env_remove("NMK_SANDBOX_WORKER")
-        .output()
-        .unwrap()
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
 
 fn ledger_hashes(home: &Path) -> Vec<String> {
     let out = nmk(home, &["ledger", "show", "--limit", "1000", "--json"]);
