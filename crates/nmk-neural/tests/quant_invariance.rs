@@ -7,22 +7,10 @@
     clippy::needless_range_loop
 )]
 
-use half::f16;
+mod common;
+use common::quant::{Rng, random_matrix};
 use nmk_neural::gguf::GgmlType;
 use nmk_neural::quant::{Isa, QMatrix, Threads};
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn f(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-}
 
 const TYPES: [GgmlType; 11] = [
     GgmlType::F32,
@@ -39,26 +27,7 @@ const TYPES: [GgmlType; 11] = [
 ];
 
 fn matrix(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> QMatrix {
-    if matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K) {
-        let bb = ty.block_bytes() as usize;
-        let mut b: Vec<u8> = (0..rows * cols / 256 * bb)
-            .map(|_| (rng.next() >> 56) as u8)
-            .collect();
-        for blk in b.chunks_mut(bb) {
-            let d = f16::from_f32(0.002 + 0.01 * rng.f().abs())
-                .to_bits()
-                .to_le_bytes();
-            if ty == GgmlType::Q6_K {
-                blk[208..210].copy_from_slice(&d);
-            } else {
-                blk[0..2].copy_from_slice(&d);
-                blk[2..4].copy_from_slice(&d);
-            }
-        }
-        return QMatrix::from_bytes(b, ty, rows, cols).unwrap();
-    }
-    let w: Vec<f32> = (0..rows * cols).map(|_| rng.f() * 0.2).collect();
-    QMatrix::from_f32(ty, rows, cols, &w).unwrap()
+    random_matrix(rng, ty, rows, cols, &[])
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Helpers shared by the engine tests.
 #![allow(dead_code)]
 
+pub mod quant;
 pub mod reference;
 pub mod synthetic;
 
