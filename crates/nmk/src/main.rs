@@ -6,6 +6,9 @@
 mod commands;
 mod exit;
 mod fact_lane;
+mod head_lane;
+mod head_prompts;
+mod head_trainer;
 mod proposer;
 mod research;
 mod route_lane;
@@ -70,6 +73,9 @@ enum Command {
     /// every change is ledgered).
     #[command(subcommand)]
     Memory(commands::memory::MemoryCommand),
+    /// Train the entry-trap head on generated prompts and report it against the lexical
+    /// router (held-out, adversarial, shuffled-label placebo).
+    TrainHead(commands::train_head::TrainHeadArgs),
 }
 
 /// Counts every allocation so the sandbox worker role's memory limit holds (the limit is only
@@ -105,6 +111,7 @@ fn main() -> ExitCode {
         Command::Primitives(cmd) => commands::primitives::run(&home, &out, cmd),
         Command::Prove(args) => commands::prove::run(&out, &args),
         Command::Memory(cmd) => commands::memory::run(&home, &out, cmd),
+        Command::TrainHead(args) => commands::train_head::run(&home, &out, &args),
     };
     match result {
         Ok(code) => code.into(),
