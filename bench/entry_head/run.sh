@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The entry-trap head measurement (issue 6, item 8): `nmk train-head` on SmolLM2-135M at the
-# full generated size, layers 3, 9, 15, 21, 27 tried, the best on a validation quarter of the
-# training templates kept; held-out (unseen templates) and adversarial accuracy of the head,
-# the lexical router and head+kernel disposal, false-trap rates and the shuffled-label placebo.
+# full generated size, layers 3, 9, 15, 21, 27 tried, the best on held-back training templates
+# kept; held-out (unseen templates) and adversarial accuracy of the head, the lexical router and head+kernel disposal, false-trap rates and the shuffled-label placebo.
 # The JSON report goes to $1 (default entry_head.json); the head to $2 (default
 # entry_head.head). Usage: bench/entry_head/run.sh [OUT.json] [HEAD] [PER_CLASS] [SEED]
 set -euo pipefail

@@ -31,6 +31,8 @@ pub struct Labelled {
     pub prompt: String,
     /// Its class (an entry of [`CLASSES`]).
     pub class: &'static str,
+    /// Index of its template within its class and split (0 for the adversarial set).
+    pub template: usize,
 }
 
 /// Which templates to draw from.
@@ -320,10 +322,11 @@ pub fn generate(split: Split, per_class: usize, seed: u64) -> Vec<Labelled> {
     let mut out = Vec::new();
     for (class, templates) in table {
         for i in 0..per_class {
-            let t = templates[i % templates.len()];
+            let template = i % templates.len();
             out.push(Labelled {
-                prompt: fill(t, &mut rng),
+                prompt: fill(templates[template], &mut rng),
                 class,
+                template,
             });
         }
     }
@@ -337,6 +340,7 @@ pub fn adversarial() -> Vec<Labelled> {
         .map(|&(prompt, class)| Labelled {
             prompt: prompt.to_owned(),
             class,
+            template: 0,
         })
         .collect()
 }

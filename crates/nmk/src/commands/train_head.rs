@@ -24,8 +24,9 @@ use crate::head_trainer::{TrainConfig, train};
 pub struct TrainHeadArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Blocks to try (comma-separated); the one with the best validation accuracy (a quarter
-    /// of the training prompts, held back) is kept.
+    /// Blocks to try (comma-separated); the one with the best validation accuracy is kept
+    /// (validation: the prompts of every fifth training template, held back, so a layer is
+    /// chosen on paraphrases it was not fitted on).
     #[arg(long, value_delimiter = ',', default_values_t = [3usize, 9, 15, 21, 27])]
     layers: Vec<usize>,
     /// Training prompts per class.
@@ -239,8 +240,8 @@ pub fn run(home: &Path, out: &Output, args: &TrainHeadArgs) -> Result<Code> {
             Code::RuntimeError
         });
     }
-    if args.layers.is_empty() || args.per_class < 4 || args.held_out_per_class == 0 {
-        bail!("need at least one layer, 4 training prompts per class and 1 held-out prompt");
+    if args.layers.is_empty() || args.per_class < 5 || args.held_out_per_class == 0 {
+        bail!("need at least one layer, 5 training prompts per class and 1 held-out prompt");
     }
     let t0 = std::time::Instant::now();
     let m = load(&args.model, out.json)?;
@@ -263,13 +264,14 @@ pub fn run(home: &Path, out: &Output, args: &TrainHeadArgs) -> Result<Code> {
         lr: 1e-3,
         seed: args.seed,
     };
-    // Layer choice on a validation quarter of the training templates' prompts; the held-out
-    // templates are only reported, never chosen on.
+    // Layer choice on held-back training templates (unseen paraphrases for the fitted head);
+    // the held-out templates are only reported, never chosen on.
     let mut sweep = Vec::new();
     let mut best: Option<(usize, f64)> = None;
     for &layer in layers {
-        let (xf, yf) = at_layer(&train_set, layer, |i| i % 4 != 3);
-        let (xv, yv) = at_layer(&train_set, layer, |i| i % 4 == 3);
+        let validation = |i: usize| train_set.prompts[i].template % 5 == 4;
+        let (xf, yf) = at_layer(&train_set, layer, |i| !validation(i));
+        let (xv, yv) = at_layer(&train_set, layer, validation);
         let h = head_of(binding, layer, &xf, &yf, cfg)?;
         let val = accuracy(&h, &xv, &yv)?;
         let (xh, yh) = at_layer(&held, layer, |_| true);
