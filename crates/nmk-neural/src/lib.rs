@@ -8,6 +8,7 @@
 //! binary. A test (`crates/nmk/tests/dependency_rule.rs`) enforces this.
 
 pub mod engine;
+pub mod entry_head;
 pub mod gguf;
 pub mod models;
 pub mod prove;

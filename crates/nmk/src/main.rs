@@ -6,6 +6,9 @@
 mod commands;
 mod exit;
 mod fact_lane;
+mod head_lane;
+mod head_prompts;
+mod head_trainer;
 mod model_lane;
 mod proposer;
 mod research;
@@ -75,6 +78,9 @@ enum Command {
     /// dashboard of past jobs.
     #[command(subcommand)]
     Job(commands::job::JobCommand),
+    /// Train the entry-trap head on generated prompts and report it against the lexical
+    /// router (held-out, adversarial, shuffled-label placebo).
+    TrainHead(commands::train_head::TrainHeadArgs),
 }
 
 /// Counts every allocation so the sandbox worker role's memory limit holds (the limit is only
@@ -112,6 +118,7 @@ fn main() -> ExitCode {
         Command::Prove(args) => commands::prove::run(&out, &args),
         Command::Memory(cmd) => commands::memory::run(&home, &out, cmd),
         Command::Job(cmd) => commands::job::run(&home, &out, cmd),
+        Command::TrainHead(args) => commands::train_head::run(&home, &out, &args),
     };
     match result {
         Ok(code) => code.into(),

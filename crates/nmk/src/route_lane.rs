@@ -11,7 +11,10 @@ use nmk_kernel::k_policy::{CostModel, CostSource, QueueDepth};
 use nmk_kernel::learn::{PrimitiveRegistry, Recheck};
 use nmk_kernel::ledger::Ledger;
 use nmk_kernel::memory::{MemoryConfig, MemoryStore};
-use nmk_kernel::router::{LearnedRoute, MemoryAccess, RouteEnv, Routed, Router, RouterConfig};
+use nmk_kernel::router::{
+    HeadPolicy, HeadReading, HeadRouted, LearnedRoute, MemoryAccess, RouteEnv, Routed, Router,
+    RouterConfig, RouterError,
+};
 use nmk_kernel::store::{Durability, database_path};
 
 use crate::sensors::{GpuProbe, SysinfoSensor};
@@ -75,6 +78,23 @@ impl Front {
 
     /// Routes `request` (consulting memory first); `force_model_lane` skips the primitives.
     pub fn route(&mut self, request: &str, force_model_lane: bool) -> Result<Routed> {
+        self.with_env(force_model_lane, |router, env| router.handle(request, env))
+    }
+
+    /// Routes `request` with the entry-trap head's reading: the kernel disposes of the
+    /// proposal (threshold 0.5, `trap:<entry>` granted for every route, lexical fallback).
+    pub fn route_with_head(&mut self, request: &str, reading: &HeadReading) -> Result<HeadRouted> {
+        let policy = HeadPolicy::granting_all(&self.router);
+        self.with_env(false, |router, env| {
+            router.handle_with_head(request, env, Some(reading), &policy)
+        })
+    }
+
+    fn with_env<T>(
+        &mut self,
+        force_model_lane: bool,
+        handle: impl FnOnce(&Router, RouteEnv<'_>) -> Result<T, RouterError>,
+    ) -> Result<T> {
         let sensor = SysinfoSensor::new(GpuProbe::CpuOnly);
         let model = CostModel::default();
         // A sensor that cannot start is no reading: cost 1.0 (fail closed).
@@ -92,8 +112,8 @@ impl Front {
             Err(why) => MemoryAccess::Unavailable(why.clone()),
         };
         let logical_time = self.ledger.len()?;
-        Ok(self.router.handle(
-            request,
+        Ok(handle(
+            &self.router,
             RouteEnv {
                 ledger: &self.ledger,
                 memory,

@@ -17,6 +17,7 @@
 
 pub mod extract;
 pub mod governed;
+pub mod head;
 pub mod lexical;
 pub mod routes;
 
@@ -26,6 +27,9 @@ use nmk_det::{ContentHash, ValidationLevel, Value, hash_value};
 
 pub use extract::{ArgSpec, Cues};
 pub use governed::{GAP_SIGNAL, GovernedAction};
+pub use head::{
+    HeadDecision, HeadDisposal, HeadPolicy, HeadProposal, HeadReading, HeadRouted, HeadVerdict,
+};
 pub use routes::{
     BuiltinRoute, DeterministicRoute, LearnedRoute, ProgramRunner, RouteAnswer, RouteKind,
     SandboxRunner,
@@ -472,10 +476,25 @@ impl Router {
     /// a primitive was chosen, computes and validates its answer (ledgered: emit when the
     /// validator passes, reject otherwise, and then the model lane must answer).
     pub fn handle(&self, request: &str, env: RouteEnv<'_>) -> Result<Routed, RouterError> {
+        self.handle_with(request, env, |router, cost, memory_open| {
+            (router.decide(request, cost, memory_open), None)
+        })
+    }
+
+    /// [`Router::handle`] with the decision made by `choose` (given the cost source and whether
+    /// memory is open); `choose` may add a `head` part to the decision's ledger detail. Not
+    /// called when the model lane is forced.
+    pub(crate) fn handle_with(
+        &self,
+        request: &str,
+        env: RouteEnv<'_>,
+        choose: impl FnOnce(&Router, &CostSource<'_>, bool) -> (RouteDecision, Option<Value>),
+    ) -> Result<Routed, RouterError> {
         let mut t = env.logical_time;
         let request_hash = hash_value(&Value::str(request));
         let memory = consult(env.ledger, env.memory, request_hash, t)?;
         t += 1;
+        let mut extra = None;
         let decision = if env.force_model_lane {
             RouteDecision {
                 governed: Governed {
@@ -493,7 +512,9 @@ impl Router {
                 reason: "forced_model_lane".into(),
             }
         } else {
-            self.decide(request, &env.cost, memory.consulted)
+            let (decision, detail) = choose(self, &env.cost, memory.consulted);
+            extra = detail;
+            decision
         };
         let chosen_id = match &decision.chosen {
             Some((i, _)) => self
@@ -522,7 +543,7 @@ impl Router {
             },
             logical_time: t,
             model: None,
-            detail: decision_detail(&decision, &chosen_id),
+            detail: with_head(decision_detail(&decision, &chosen_id), extra),
         })?;
         t += 1;
         let Some((index, args)) = decision.chosen.clone() else {
@@ -621,6 +642,17 @@ impl Router {
             decision_entry,
             outcome,
         })
+    }
+}
+
+/// The decision's detail with the entry-trap head's part added under `head`.
+fn with_head(detail: Value, head: Option<Value>) -> Value {
+    match (detail, head) {
+        (Value::Map(mut m), Some(h)) => {
+            m.insert("head".to_owned(), h);
+            Value::Map(m)
+        }
+        (d, _) => d,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod model;
 pub mod primitives;
 pub mod prove;
 pub mod run;
+pub mod train_head;
 
 /// How a command reports.
 #[derive(Debug, Clone, Copy)]

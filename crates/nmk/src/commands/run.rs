@@ -2,7 +2,7 @@
 //! model tokens, else the model through the per-token gate and the commit trap), and the
 //! tokenizer.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -15,12 +15,13 @@ use nmk_kernel::output_gate::GateDecision;
 use nmk_kernel::proposer::Proposer;
 use nmk_kernel::router::{Answered, MODEL_LANE, Outcome, Routed};
 use nmk_neural::engine::SamplingParams;
-use nmk_neural::text::{PromptMode, TextModel};
+use nmk_neural::text::{Completion, PromptMode, TextModel};
 
 use super::Output;
 use super::learned::value_json;
 use super::model::resolve_with_progress;
 use crate::exit::Code;
+use crate::head_lane::{self, HeadRun};
 use crate::proposer::NeuralProposer;
 use crate::route_lane::Front;
 use crate::token_gate::KernelTokenGate;
@@ -79,6 +80,13 @@ pub struct RunArgs {
     /// and records the decision).
     #[arg(long)]
     no_route: bool,
+    /// The entry-trap head file to read the request with (default: the nmk home's head for
+    /// the loaded model, when one was trained).
+    #[arg(long, value_name = "PATH", conflicts_with = "no_head")]
+    head: Option<PathBuf>,
+    /// Route without the entry-trap head (lexical router only).
+    #[arg(long)]
+    no_head: bool,
 }
 
 /// Options of `nmk tokenize`.
@@ -120,12 +128,23 @@ pub fn run(home: &Path, out: &Output, args: &RunArgs) -> Result<Code> {
     for (entry, why) in &front.refused {
         tracing::warn!("learned primitive {entry} not routed: {why}");
     }
-    let routed = front.route(&args.prompt, args.no_route)?;
+    let head = read_head(home, out, args)?;
+    let (routed, head_report) = match &head {
+        Some(h) => {
+            let hr = front.route_with_head(&args.prompt, &h.reading)?;
+            let report = head_json(h, &hr);
+            (hr.routed, report)
+        }
+        None => (
+            front.route(&args.prompt, args.no_route)?,
+            serde_json::Value::Null,
+        ),
+    };
     let mut lane_reason = match &routed.outcome {
         Outcome::ModelLane { reason } => reason.clone(),
         Outcome::Answered(a) => {
             if shape_fits(&a.text, args) {
-                return Ok(report_primitive(out, &routed, a));
+                return Ok(report_primitive(out, &routed, a, &head_report));
             }
             format!("answer_outside_requested_shape:{}", a.route)
         }
@@ -133,7 +152,74 @@ pub fn run(home: &Path, out: &Output, args: &RunArgs) -> Result<Code> {
     if args.no_route {
         lane_reason = "forced_model_lane".into();
     }
-    model_lane(out, args, &front, &routed, gate, &lane_reason)
+    model_lane(
+        out,
+        args,
+        &front,
+        &routed,
+        gate,
+        &lane_reason,
+        (head, &head_report),
+    )
+}
+
+/// The head's reading for this request, when a head applies: not with `--no-head`,
+/// `--no-route` or `--raw` (the head reads the chat-encoded request), and only when a head
+/// file was given or the home holds heads (the model is loaded only then).
+fn read_head(home: &Path, out: &Output, args: &RunArgs) -> Result<Option<HeadRun>> {
+    if args.no_head || args.no_route || args.raw {
+        return Ok(None);
+    }
+    let home_has_heads = std::fs::read_dir(home.join("heads"))
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if args.head.is_none() && !home_has_heads {
+        return Ok(None);
+    }
+    let path = resolve_with_progress(&args.model.model, out.json)?;
+    head_lane::read(
+        home,
+        args.head.as_deref(),
+        &args.model,
+        &path,
+        &args.prompt,
+        args.max_tokens,
+        args.seed,
+    )
+}
+
+fn head_json(h: &HeadRun, hr: &nmk_kernel::router::HeadRouted) -> serde_json::Value {
+    let (class, confidence, error) = match &h.reading.proposal {
+        Ok(p) => (Some(p.class.clone()), Some(p.confidence), None),
+        Err(e) => (None, None, Some(e.clone())),
+    };
+    serde_json::json!({
+        "file": h.file.display().to_string(),
+        "hash": h.reading.head_hash,
+        "layer": h.layer,
+        "class": class,
+        "confidence": confidence,
+        "error": error,
+        "verdict": hr.verdict.map(|v| v.as_str()),
+        "disposal": hr.disposal.map(|d| d.as_str()),
+    })
+}
+
+fn head_note(head: &serde_json::Value) -> String {
+    if head.is_null() {
+        return String::new();
+    }
+    match (head["class"].as_str(), head["confidence"].as_f64()) {
+        (Some(c), Some(p)) => format!(
+            " · head {c} {p:.2} → {}",
+            head["disposal"].as_str().unwrap_or("?")
+        ),
+        _ => format!(
+            " · head no proposal ({}) → {}",
+            head["error"].as_str().unwrap_or("?"),
+            head["disposal"].as_str().unwrap_or("?")
+        ),
+    }
 }
 
 /// Whether a primitive's answer satisfies the shape the caller asked the gate for (a shape
@@ -190,7 +276,7 @@ fn memory_note(routed: &Routed) -> String {
     }
 }
 
-fn report_primitive(out: &Output, routed: &Routed, a: &Answered) -> Code {
+fn report_primitive(out: &Output, routed: &Routed, a: &Answered, head: &serde_json::Value) -> Code {
     let e = &a.ledger_entry;
     if out.json {
         out.print_json(&serde_json::json!({
@@ -207,17 +293,19 @@ fn report_primitive(out: &Output, routed: &Routed, a: &Answered) -> Code {
             "committed": true,
             "memory": memory_json(routed),
             "route_decision": decision_json(routed),
+            "head": head,
         }));
     } else {
         println!("{}", a.text);
         eprintln!(
-            "[route {} · verification {} ({}) · 0 model tokens · ledger #{} {} · {}]",
+            "[route {} · verification {} ({}) · 0 model tokens · ledger #{} {} · {}{}]",
             a.route,
             a.verification,
             a.level.as_str(),
             e.seq,
             e.hash.short(16),
-            memory_note(routed)
+            memory_note(routed),
+            head_note(head)
         );
     }
     Code::Success
@@ -230,9 +318,16 @@ fn model_lane(
     routed: &Routed,
     gate: nmk_kernel::output_gate::OutputGate,
     lane_reason: &str,
+    (head, head_report): (Option<HeadRun>, &serde_json::Value),
 ) -> Result<Code> {
-    let path = resolve_with_progress(&args.model.model, out.json)?;
-    let proposer = NeuralProposer::load(&args.model.model, &path, args.model.threads)?;
+    let (proposer, tapped) = match head {
+        Some(h) => (h.proposer, h.tapped),
+        None => {
+            let path = resolve_with_progress(&args.model.model, out.json)?;
+            let p = NeuralProposer::load(&args.model.model, &path, args.model.threads)?;
+            (p, None)
+        }
+    };
     let m = proposer.model();
     let mode = if args.raw {
         PromptMode::Raw
@@ -250,14 +345,36 @@ fn model_lane(
     let checks: Vec<Value> = gate.check_names().into_iter().map(Value::str).collect();
     let mut gate = KernelTokenGate::new(gate, m.tokenizer());
     // Nothing is printed while decoding: the commit trap judges the whole answer first.
-    let c = m.generate_ids(
-        &ids,
-        args.max_tokens,
-        &sampling,
-        args.seed,
-        &mut gate,
-        &mut |_| {},
-    )?;
+    let c = match tapped {
+        // The head's prefill is the request's own: decode from that session, no second prefill.
+        Some(mut t) if t.session.tokens() == ids.as_slice() => {
+            let t1 = std::time::Instant::now();
+            let (text, g) = m.continue_session(
+                &mut t.session,
+                args.max_tokens,
+                &sampling,
+                &mut gate,
+                &mut |_| {},
+            )?;
+            Completion {
+                text,
+                prompt_ids: ids.clone(),
+                ids: g.tokens,
+                stop: g.stop,
+                gate: g.counts,
+                prefill_s: t.prefill_s,
+                decode_s: t1.elapsed().as_secs_f64(),
+            }
+        }
+        _ => m.generate_ids(
+            &ids,
+            args.max_tokens,
+            &sampling,
+            args.seed,
+            &mut gate,
+            &mut |_| {},
+        )?,
+    };
     let gate = gate.gate();
     let base = proposer.binding();
     let flt = |x: f32| Value::float(f64::from(x)).unwrap_or(Value::Null);
@@ -331,6 +448,7 @@ fn model_lane(
             "gate": gate.summary(),
             "memory": memory_json(routed),
             "route_decision": decision_json(routed),
+            "head": head_report,
         }));
     } else {
         if let Some(text) = &d.output {
@@ -350,7 +468,7 @@ fn model_lane(
             }
         );
         eprintln!(
-            "[route {MODEL_LANE} ({lane_reason}) · {} · verification {} ({}) · {tokens} model tokens · ledger #{} {} · {}]",
+            "[route {MODEL_LANE} ({lane_reason}) · {} · verification {} ({}) · {tokens} model tokens · ledger #{} {} · {}{}]",
             if d.committed() {
                 "committed".to_owned()
             } else {
@@ -362,7 +480,8 @@ fn model_lane(
             d.ledger_entry
                 .as_ref()
                 .map_or_else(|| "-".to_owned(), |e| e.hash.short(16)),
-            memory_note(routed)
+            memory_note(routed),
+            head_note(head_report)
         );
     }
     Ok(if d.committed() {
