@@ -12,7 +12,7 @@ use nmk_kernel::ledger::{Ledger, ModelBinding};
 use nmk_kernel::output_gate::OutputGate;
 use nmk_kernel::proposer::Proposer;
 use nmk_kernel::router::MODEL_LANE;
-use nmk_neural::engine::SamplingParams;
+use nmk_neural::engine::{SamplingParams, Session};
 use nmk_neural::text::{Completion, PromptMode};
 
 use crate::proposer::NeuralProposer;
@@ -44,29 +44,72 @@ pub struct LaneAnswer {
     pub completion: Completion,
     /// The commit trap's decision.
     pub decision: Decision,
+    /// The gate's report (checks, counts, completeness).
+    pub gate_summary: serde_json::Value,
+    /// Candidates the gate accepted.
+    pub gate_accepted: usize,
+    /// Whether the gate's shapes are complete.
+    pub gate_complete: bool,
+}
+
+/// A session that already prefilled the request (the entry-trap head reads the residual of the
+/// request's own prefill), and how long that took.
+pub struct Prefilled {
+    /// The session, positioned after the prompt.
+    pub session: Session,
+    /// Prefill time in seconds.
+    pub prefill_s: f64,
 }
 
 /// Generates `request` through `gate` and has the commit trap judge the whole answer, on
-/// `ledger`. The decision binds this request's decode policy (sampling, seed, budget, gate
-/// checks, forbidden ids), not only the proposer's default one.
+/// `ledger`. A `prefilled` session that holds exactly the request's tokens is decoded from
+/// (no second prefill); otherwise the request is prefilled here. The decision binds this
+/// request's decode policy (sampling, seed, budget, gate checks, forbidden ids), not only the
+/// proposer's default one.
 pub fn answer(
     ledger: &Ledger,
     proposer: &NeuralProposer,
     request: &LaneRequest<'_>,
     gate: OutputGate,
+    prefilled: Option<Prefilled>,
 ) -> Result<LaneAnswer> {
     let m = proposer.model();
     let ids = m.encode(request.prompt, request.mode)?;
     let checks: Vec<Value> = gate.check_names().into_iter().map(Value::str).collect();
     let mut token_gate = KernelTokenGate::new(gate, m.tokenizer());
-    let completion = m.generate_ids(
-        &ids,
-        request.max_tokens,
-        &request.sampling,
-        request.seed,
-        &mut token_gate,
-        &mut |_| {},
-    )?;
+    // Nothing is released while decoding: the commit trap judges the whole answer first.
+    let completion = match prefilled {
+        Some(mut p) if p.session.tokens() == ids.as_slice() => {
+            let t1 = std::time::Instant::now();
+            let (text, g) = m.continue_session(
+                &mut p.session,
+                request.max_tokens,
+                &request.sampling,
+                &mut token_gate,
+                &mut |_| {},
+            )?;
+            Completion {
+                text,
+                prompt_ids: ids.clone(),
+                ids: g.tokens,
+                stop: g.stop,
+                gate: g.counts,
+                prefill_s: p.prefill_s,
+                decode_s: t1.elapsed().as_secs_f64(),
+            }
+        }
+        _ => m.generate_ids(
+            &ids,
+            request.max_tokens,
+            &request.sampling,
+            request.seed,
+            &mut token_gate,
+            &mut |_| {},
+        )?,
+    };
+    let gate = token_gate.gate();
+    let (gate_summary, gate_accepted, gate_complete) =
+        (gate.summary(), gate.stats().accepted, gate.complete());
     let base = proposer.binding();
     let s = &request.sampling;
     let flt = |x: f32| Value::float(f64::from(x)).unwrap_or(Value::Null);
@@ -116,5 +159,8 @@ pub fn answer(
     Ok(LaneAnswer {
         completion,
         decision,
+        gate_summary,
+        gate_accepted,
+        gate_complete,
     })
 }

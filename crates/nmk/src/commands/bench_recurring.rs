@@ -421,6 +421,7 @@ pub fn run(home: &Path, opts: &Options<'_>) -> Result<serde_json::Value> {
                         shape_json: false,
                     },
                     OutputGate::new(),
+                    None,
                 )?;
                 proposer = Some(p);
                 let released = lane.decision.output.clone();

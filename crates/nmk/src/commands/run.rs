@@ -6,25 +6,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use nmk_det::oracles::OutputType;
-use nmk_det::{ValidationLevel, Value, hash_value};
-use nmk_kernel::budget::{Budget, BudgetLimits};
-use nmk_kernel::commit_trap::{CommitTrap, Contract};
-use nmk_kernel::ledger::ModelBinding;
 use nmk_kernel::output_gate::GateDecision;
-use nmk_kernel::proposer::Proposer;
 use nmk_kernel::router::{Answered, MODEL_LANE, Outcome, Routed};
 use nmk_neural::engine::SamplingParams;
-use nmk_neural::text::{Completion, PromptMode, TextModel};
+use nmk_neural::text::{PromptMode, TextModel};
 
 use super::Output;
 use super::learned::value_json;
 use super::model::resolve_with_progress;
 use crate::exit::Code;
 use crate::head_lane::{self, HeadRun};
+use crate::model_lane::{LaneRequest, Prefilled};
 use crate::proposer::NeuralProposer;
 use crate::route_lane::Front;
-use crate::token_gate::KernelTokenGate;
 
 /// Which model and how to sample.
 #[derive(Debug, Args)]
@@ -328,93 +322,35 @@ fn model_lane(
             (p, None)
         }
     };
-    let m = proposer.model();
-    let mode = if args.raw {
-        PromptMode::Raw
-    } else {
-        PromptMode::Chat
-    };
-    let ids = m.encode(&args.prompt, mode)?;
-    let sampling = SamplingParams {
-        temperature: args.temp,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        repeat_penalty: args.repeat_penalty,
-        ..SamplingParams::greedy()
-    };
-    let checks: Vec<Value> = gate.check_names().into_iter().map(Value::str).collect();
-    let mut gate = KernelTokenGate::new(gate, m.tokenizer());
-    // Nothing is printed while decoding: the commit trap judges the whole answer first.
-    let c = match tapped {
-        // The head's prefill is the request's own: decode from that session, no second prefill.
-        Some(mut t) if t.session.tokens() == ids.as_slice() => {
-            let t1 = std::time::Instant::now();
-            let (text, g) = m.continue_session(
-                &mut t.session,
-                args.max_tokens,
-                &sampling,
-                &mut gate,
-                &mut |_| {},
-            )?;
-            Completion {
-                text,
-                prompt_ids: ids.clone(),
-                ids: g.tokens,
-                stop: g.stop,
-                gate: g.counts,
-                prefill_s: t.prefill_s,
-                decode_s: t1.elapsed().as_secs_f64(),
-            }
-        }
-        _ => m.generate_ids(
-            &ids,
-            args.max_tokens,
-            &sampling,
-            args.seed,
-            &mut gate,
-            &mut |_| {},
-        )?,
-    };
-    let gate = gate.gate();
-    let base = proposer.binding();
-    let flt = |x: f32| Value::float(f64::from(x)).unwrap_or(Value::Null);
-    // The decision binds this run's decode policy, not only the proposer's default one.
-    let binding = ModelBinding {
-        policy: hash_value(&Value::map([
-            ("base", Value::str(base.policy.to_hex())),
-            ("mode", Value::str(if args.raw { "raw" } else { "chat" })),
-            ("temperature", flt(args.temp)),
-            ("top_k", Value::int(args.top_k)),
-            ("top_p", flt(args.top_p)),
-            ("repeat_penalty", flt(args.repeat_penalty)),
-            ("seed", Value::int(args.seed)),
-            ("max_tokens", Value::int(args.max_tokens)),
-            ("gate_checks", Value::List(checks)),
-            (
-                "forbidden_ids",
-                Value::List(
-                    args.forbid_ids
-                        .iter()
-                        .map(|&i| Value::int(u64::from(i)))
-                        .collect(),
-                ),
-            ),
-        ])),
-        ..base
-    };
-    let mut trap = CommitTrap::new(front.ledger.clone(), Budget::new(BudgetLimits::default()))
-        .with_model(binding);
-    let contract = Contract {
-        otype: Some(if args.shape_json {
-            OutputType::Json
-        } else {
-            OutputType::Text
+    let lane = crate::model_lane::answer(
+        &front.ledger,
+        &proposer,
+        &LaneRequest {
+            prompt: &args.prompt,
+            mode: if args.raw {
+                PromptMode::Raw
+            } else {
+                PromptMode::Chat
+            },
+            sampling: SamplingParams {
+                temperature: args.temp,
+                top_k: args.top_k,
+                top_p: args.top_p,
+                repeat_penalty: args.repeat_penalty,
+                ..SamplingParams::greedy()
+            },
+            seed: args.seed,
+            max_tokens: args.max_tokens,
+            forbid_ids: &args.forbid_ids,
+            shape_json: args.shape_json,
+        },
+        gate,
+        tapped.map(|t| Prefilled {
+            session: t.session,
+            prefill_s: t.prefill_s,
         }),
-        prompt: args.prompt.clone(),
-        ..Contract::new(MODEL_LANE)
-    };
-    let t = front.ledger.len()?;
-    let d = trap.commit(&c.text, &contract, t, ValidationLevel::Syntax);
+    )?;
+    let (c, d) = (&lane.completion, &lane.decision);
     let tokens = c.ids.len();
     let prefill_tps = c.prompt_ids.len() as f64 / c.prefill_s.max(1e-9);
     let decode_tps = c.ids.len() as f64 / c.decode_s.max(1e-9);
@@ -428,24 +364,24 @@ fn model_lane(
             "route_kind": MODEL_LANE,
             "route_reason": lane_reason,
             "model": args.model.model,
-            "text": c.text,
-            "output": d.output,
+            "text": &c.text,
+            "output": &d.output,
             "committed": d.committed(),
             "action": d.action.as_str(),
-            "reason": d.reason,
+            "reason": &d.reason,
             "verification": d.verification.as_str(),
             "level": d.level.as_str(),
             "tokens": tokens,
             "ledger_entry": entry_hash,
             "ledger_seq": entry_seq,
-            "prompt_ids": c.prompt_ids,
-            "ids": c.ids,
+            "prompt_ids": &c.prompt_ids,
+            "ids": &c.ids,
             "stop": format!("{:?}", c.stop),
             "prefill_s": c.prefill_s,
             "decode_s": c.decode_s,
             "prefill_tokens_per_s": prefill_tps,
             "decode_tokens_per_s": decode_tps,
-            "gate": gate.summary(),
+            "gate": lane.gate_summary,
             "memory": memory_json(routed),
             "route_decision": decision_json(routed),
             "head": head_report,
@@ -459,9 +395,9 @@ fn model_lane(
             c.prompt_ids.len(),
             c.ids.len(),
             c.stop,
-            gate.stats().accepted,
+            lane.gate_accepted,
             c.gate.resampled,
-            if gate.complete() {
+            if lane.gate_complete {
                 ""
             } else {
                 ", shape incomplete"
