@@ -3,7 +3,9 @@
 //! The dispatcher and sole commit path. It owns admission (fail-closed), capabilities, budgets,
 //! the task graph and its run loop, the commit trap, the event trace and its checker, the
 //! hash-chained proof ledger with its SQLite store, the per-token output gate, dynamic k and the
-//! cost model, the governed fact loop, the memory store, and self-extension.
+//! cost model, the router (with the disposal of an entry-trap head's proposal), the governed
+//! fact loop, the memory store it consults before every task, the orchestrator and delegation,
+//! and self-extension.
 //!
 //! What it may not touch: correctness. It never judges a result itself; every verdict comes from
 //! a validator registered with it, or from `nmk-det`, and is written to the ledger with that
