@@ -15,7 +15,7 @@
 
 use nmk_det::Value;
 
-use super::{Attempt, Governed, RouteDecision, RouteEnv, Routed, Router, RouterError};
+use super::{Attempt, RouteDecision, RouteEnv, Routed, Router, RouterError};
 use crate::capability::{Capability, Grants};
 use crate::k_policy::CostSource;
 
@@ -252,21 +252,7 @@ impl Router {
         let mut decision = if policy.lexical_fallback && !vetoed {
             self.decide(request, cost, memory_open)
         } else {
-            RouteDecision {
-                governed: Governed {
-                    candidates: Vec::new(),
-                    k: 0,
-                    top_score: 0.0,
-                    runner_up: None,
-                    margin: None,
-                    decision: None,
-                    charge: None,
-                    cost: (0.0, None),
-                },
-                attempts: Vec::new(),
-                chosen: None,
-                reason: "head_declined".into(),
-            }
+            RouteDecision::model_lane("head_declined")
         };
         if let Some((_, attempt)) = head_attempt {
             decision.attempts.insert(0, attempt);

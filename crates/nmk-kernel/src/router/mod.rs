@@ -144,6 +144,27 @@ pub struct RouteDecision {
     pub reason: String,
 }
 
+impl RouteDecision {
+    /// The model lane, with no candidate considered, for `reason`.
+    pub fn model_lane(reason: &str) -> RouteDecision {
+        RouteDecision {
+            governed: Governed {
+                candidates: Vec::new(),
+                k: 0,
+                top_score: 0.0,
+                runner_up: None,
+                margin: None,
+                decision: None,
+                charge: None,
+                cost: (0.0, None),
+            },
+            attempts: Vec::new(),
+            chosen: None,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// What the memory consultation found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MemoryCheck {
@@ -496,21 +517,7 @@ impl Router {
         t += 1;
         let mut extra = None;
         let decision = if env.force_model_lane {
-            RouteDecision {
-                governed: Governed {
-                    candidates: Vec::new(),
-                    k: 0,
-                    top_score: 0.0,
-                    runner_up: None,
-                    margin: None,
-                    decision: None,
-                    charge: None,
-                    cost: (0.0, None),
-                },
-                attempts: Vec::new(),
-                chosen: None,
-                reason: "forced_model_lane".into(),
-            }
+            RouteDecision::model_lane("forced_model_lane")
         } else {
             let (decision, detail) = choose(self, &env.cost, memory.consulted);
             extra = detail;
