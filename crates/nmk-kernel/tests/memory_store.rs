@@ -755,6 +755,20 @@ fn the_memory_tool_consults_puts_and_gets_through_the_executor() {
         Some(Value::List(items)) => assert_eq!(items[0].get("key"), Some(&Value::str("city"))),
         other => panic!("recent: {other:?}"),
     }
+    // A TTL in whole seconds is accepted (and refused when malformed, below).
+    let (status, _) = run_memory_task(
+        &store,
+        vec![
+            ("action", Value::str("put")),
+            ("key", Value::str("session")),
+            ("value", Value::str("abc")),
+            ("ttl_s", Value::int(3600)),
+        ],
+        true,
+        "SCHEMA",
+    )
+    .unwrap();
+    assert!(status.is_passed(), "{status:?}");
     // The task id is the recorded actor.
     let writes = events(&ledger, "write");
     assert_eq!(detail_str(writes.last().unwrap(), "actor"), Some("t"));
@@ -767,6 +781,18 @@ fn the_memory_tool_consults_puts_and_gets_through_the_executor() {
             ("value", Value::Null),
         ],
         vec![("action", Value::str("get"))],
+        vec![
+            ("action", Value::str("put")),
+            ("key", Value::str("session")),
+            ("value", Value::str("abc")),
+            ("ttl_s", Value::int(0)),
+        ],
+        vec![
+            ("action", Value::str("put")),
+            ("key", Value::str("session")),
+            ("value", Value::str("abc")),
+            ("ttl_s", Value::str("soon")),
+        ],
     ] {
         let (status, result) = run_memory_task(&store, inputs, true, "SCHEMA").unwrap();
         assert!(!status.is_passed(), "{status:?}");

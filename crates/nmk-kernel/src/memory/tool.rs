@@ -1,7 +1,8 @@
 //! The `memory` syscall tool: the store behind capability `op:memory`, judged by `memory_ok`.
 //!
 //! Owns the mapping from a task's inputs (`action` = `consult` (default) | `get` | `put` |
-//! `list` | `delete` | `stats`, with `key`, `value`, `kind`, `pin`, `limit`) to store calls, and
+//! `list` | `delete` | `stats`, with `key`, `value`, `kind`, `pin`, `ttl_s`, `limit`) to store
+//! calls, and
 //! of their outcomes to a result map with `ok`. The task's id is recorded as the actor of every
 //! change. It grants nothing: the caller grants `op:memory` to the runs that may use it.
 
@@ -37,6 +38,25 @@ impl MemoryTool {
     /// A tool over `store`.
     pub fn new(store: Arc<Mutex<MemoryStore>>) -> MemoryTool {
         MemoryTool { store }
+    }
+}
+
+/// The longest time to live the tool accepts: ten years, in seconds.
+const MAX_TTL_S: i64 = 10 * 366 * 24 * 3600;
+
+/// `ttl_s`: absent or null → never expires; a whole number of seconds in 1..=MAX_TTL_S → that;
+/// anything else is refused (a model-written TTL is input like any other).
+fn ttl_input(v: Option<&Value>) -> Result<Option<std::time::Duration>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_i64() {
+            Some(s) if (1..=MAX_TTL_S).contains(&s) => {
+                Ok(Some(std::time::Duration::from_secs(s.unsigned_abs())))
+            }
+            _ => Err(format!(
+                "ttl_s must be a whole number of seconds in 1..={MAX_TTL_S}"
+            )),
+        },
     }
 }
 
@@ -138,6 +158,7 @@ impl MemoryTool {
                 if call.inputs.get("pin") == Some(&Value::Bool(true)) {
                     opts = opts.pinned();
                 }
+                opts.ttl = ttl_input(call.inputs.get("ttl_s"))?;
                 store
                     .put(k, &value, &opts)
                     .map(|o| {
