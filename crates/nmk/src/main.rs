@@ -15,6 +15,7 @@ mod research;
 mod route_lane;
 mod sandbox;
 mod sensors;
+mod serve;
 mod token_gate;
 
 use std::path::PathBuf;
@@ -26,7 +27,7 @@ use clap::{Parser, Subcommand};
 /// disposes: nothing reaches you before a deterministic validator has judged it, and every
 /// judgement lands in a hash-chained proof ledger.
 #[derive(Debug, Parser)]
-#[command(name = "nmk", version, about, long_about = None, after_help = "Examples:\n  nmk demo\n  nmk model pull smollm2-135m-instruct\n  nmk model info qwen2.5-coder-0.5b-instruct\n  nmk run \"Name the capital city of France.\"\n  nmk run \"what is the gcd of 12 and 18\"\n  nmk run --no-route \"is 97 prime\"\n  nmk run --raw --max-tokens 8 \"The capital of France is\"\n  nmk run --shape-json \"Give a JSON object with keys name and age.\"\n  nmk tokenize --json \"Hello, world\"\n  nmk ledger verify\n  nmk ledger show --limit 5 --json\n  nmk ledger export --out ledger.jsonl\n  nmk ledger verify --file ledger.jsonl --head 41:3f…\n  nmk gate examples/gaps/gcd.toml my_gcd.py --register\n  nmk learn examples/gaps/*.toml\n  nmk primitives list\n  nmk primitives call gcd \"[12, 18]\"\n  nmk memory put city Paris\n  nmk memory consult --json\n\nExit codes: 0 success, 1 a check failed (broken ledger, failed demo), 2 usage error, 3 runtime error.\nLogging: set RUST_LOG (e.g. RUST_LOG=nmk=debug).")]
+#[command(name = "nmk", version, about, long_about = None, after_help = "Examples:\n  nmk demo\n  nmk model pull smollm2-135m-instruct\n  nmk model info qwen2.5-coder-0.5b-instruct\n  nmk run \"Name the capital city of France.\"\n  nmk run \"what is the gcd of 12 and 18\"\n  nmk run --no-route \"is 97 prime\"\n  nmk run --raw --max-tokens 8 \"The capital of France is\"\n  nmk run --shape-json \"Give a JSON object with keys name and age.\"\n  nmk tokenize --json \"Hello, world\"\n  nmk ledger verify\n  nmk ledger show --limit 5 --json\n  nmk ledger export --out ledger.jsonl\n  nmk ledger verify --file ledger.jsonl --head 41:3f…\n  nmk gate examples/gaps/gcd.toml my_gcd.py --register\n  nmk learn examples/gaps/*.toml\n  nmk primitives list\n  nmk primitives call gcd \"[12, 18]\"\n  nmk memory put city Paris\n  nmk memory consult --json\n  nmk serve --port 8080\n\nExit codes: 0 success, 1 a check failed (broken ledger, failed demo), 2 usage error, 3 runtime error.\nLogging: set RUST_LOG (e.g. RUST_LOG=nmk=debug).")]
 struct Cli {
     /// Kernel home (ledger database and state). Default: $NMK_HOME, else ~/.local/share/nmk.
     #[arg(long, global = true, env = "NMK_HOME")]
@@ -81,6 +82,13 @@ enum Command {
     /// Train the entry-trap head on generated prompts and report it against the lexical
     /// router (held-out, adversarial, shuffled-label placebo).
     TrainHead(commands::train_head::TrainHeadArgs),
+    /// Serve an OpenAI-compatible HTTP API in front of the kernel (chat and text completions,
+    /// streamed or whole, with the kernel's route, verification and ledger entry in an extra
+    /// `nmk` object), plus kernel read endpoints; one line `listening on http://HOST:PORT`.
+    #[command(
+        after_help = "Examples:\n  nmk serve\n  nmk serve --port 0 --max-tokens 128\n  NMK_API_KEY=secret nmk serve --host 0.0.0.0 --port 8080 --max-queue 32\n  curl -s localhost:8080/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{\"model\":\"smollm2-135m-instruct\",\"messages\":[{\"role\":\"user\",\"content\":\"what is the gcd of 12 and 18\"}]}'\n  curl -s localhost:8080/v1/nmk/ledger?limit=5\n\nEndpoints: GET /v1/models, POST /v1/chat/completions, POST /v1/completions, GET /v1/nmk/ledger?limit=N, GET /v1/nmk/ledger/verify, GET /v1/nmk/primitives, GET /v1/nmk/memory, GET /v1/nmk/memory/{key}.\nStreaming: streamed text passed the per-token gate; the commit trap's whole-answer verdict arrives in the last chunk's `nmk` object."
+    )]
+    Serve(serve::ServeArgs),
 }
 
 /// Counts every allocation so the sandbox worker role's memory limit holds (the limit is only
@@ -119,6 +127,7 @@ fn main() -> ExitCode {
         Command::Memory(cmd) => commands::memory::run(&home, &out, cmd),
         Command::Job(cmd) => commands::job::run(&home, &out, cmd),
         Command::TrainHead(args) => commands::train_head::run(&home, &out, &args),
+        Command::Serve(args) => serve::run(&home, &args),
     };
     match result {
         Ok(code) => code.into(),

@@ -73,8 +73,36 @@ pub fn answer(
     gate: OutputGate,
     prefilled: Option<Prefilled>,
 ) -> Result<LaneAnswer> {
+    answer_streaming(
+        ledger,
+        proposer,
+        request,
+        gate,
+        prefilled,
+        None,
+        &mut |_| {},
+    )
+}
+
+/// [`answer`], with two additions the HTTP server needs: `prompt_ids` replaces the encoding
+/// of `request.prompt` (a conversation rendered through the chat template; the commit trap's
+/// contract still names `request.prompt`), and `on_text` receives each piece of text the
+/// per-token gate accepted as it is decoded. Those pieces passed the per-token gate only: the
+/// commit trap's whole-answer decision comes after the last one.
+pub fn answer_streaming(
+    ledger: &Ledger,
+    proposer: &NeuralProposer,
+    request: &LaneRequest<'_>,
+    gate: OutputGate,
+    prefilled: Option<Prefilled>,
+    prompt_ids: Option<Vec<u32>>,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<LaneAnswer> {
     let m = proposer.model();
-    let ids = m.encode(request.prompt, request.mode)?;
+    let ids = match prompt_ids {
+        Some(ids) => ids,
+        None => m.encode(request.prompt, request.mode)?,
+    };
     let checks: Vec<Value> = gate.check_names().into_iter().map(Value::str).collect();
     let mut token_gate = KernelTokenGate::new(gate, m.tokenizer());
     // Nothing is released while decoding: the commit trap judges the whole answer first.
@@ -86,7 +114,7 @@ pub fn answer(
                 request.max_tokens,
                 &request.sampling,
                 &mut token_gate,
-                &mut |_| {},
+                on_text,
             )?;
             Completion {
                 text,
@@ -104,7 +132,7 @@ pub fn answer(
             &request.sampling,
             request.seed,
             &mut token_gate,
-            &mut |_| {},
+            on_text,
         )?,
     };
     let gate = token_gate.gate();

@@ -1,0 +1,445 @@
+//! `nmk serve` end to end: the binary is started on a temporary kernel home with `--port 0`
+//! and driven over plain HTTP/1.1 (a std `TcpStream`, so status codes, headers and the SSE
+//! stream are read exactly as sent). The real SmolLM2 answers the model lane (fetched into the
+//! cache by the binary if needed). Each mechanism has its contrast: a primitive's zero-token
+//! answer against the same request with a system turn (model lane); the body cap against a
+//! body under it; the token cap against a request under it; a wrong or missing key against the
+//! right one; a queue of 1 (some 429) against a queue of 8 (none); SIGTERM mid-request (the
+//! request completes, exit 0, the ledger verifies) against a connection after shutdown.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+use common::nmk;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const MODEL: &str = "smollm2-135m-instruct";
+const FREE_QUESTION: &str = "Name the capital city of France.";
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(home: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nmk"))
+        .args(["serve", "--port", "0", "--model", MODEL])
+        .args(extra)
+        .env("NMK_HOME", home)
+        .env_remove("RUST_LOG")
+        .env_remove("NMK_API_KEY")
+        .env_remove("NMK_SANDBOX_WORKER")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    Server { child, addr }
+}
+
+struct Resp {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let pos = raw.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&raw[..pos]).unwrap().trim(), 16).unwrap();
+        raw = &raw[pos + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
+
+fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(170))).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        head.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    // The server may answer (413) before reading a body it refuses.
+    let _ = s.write_all(body.as_bytes());
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let body = &raw[split + 4..];
+    let body = if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    Resp {
+        status,
+        headers,
+        body: String::from_utf8(body).unwrap(),
+    }
+}
+
+fn get(addr: &str, path: &str) -> Resp {
+    request(addr, "GET", path, &[], "")
+}
+
+fn chat(addr: &str, body: &Value) -> Resp {
+    request(addr, "POST", "/v1/chat/completions", &[], &body.to_string())
+}
+
+fn user(text: &str, max_tokens: u64) -> Value {
+    json!({ "model": MODEL, "max_tokens": max_tokens, "messages": [{ "role": "user", "content": text }] })
+}
+
+fn ledger_hashes(addr: &str) -> Vec<String> {
+    let r = get(addr, "/v1/nmk/ledger?limit=1000");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["hash"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn assert_error(r: &Resp, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["error"]["code"], code, "{}", r.body);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    assert!(v["error"]["type"].is_string());
+}
+
+#[test]
+fn openai_endpoints_answer_through_the_kernel() {
+    let home = tempfile::tempdir().unwrap();
+    let srv = start(
+        home.path(),
+        &["--max-tokens", "32", "--max-body-bytes", "4096"],
+    );
+    let a = srv.addr.as_str();
+
+    let models = get(a, "/v1/models");
+    assert_eq!(models.status, 200);
+    assert_eq!(models.json()["object"], "list");
+    assert_eq!(models.json()["data"][0]["id"], MODEL);
+
+    // A primitive answers: zero tokens, a ledger entry the ledger endpoint knows.
+    let r = chat(a, &user("what is the gcd of 12 and 18", 16));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["content"], "6");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(v["nmk"]["primitive"], true);
+    assert_eq!(v["nmk"]["route"], "builtin:gcd");
+    assert_eq!(v["nmk"]["verification"], "verified");
+    assert_eq!(v["usage"]["completion_tokens"], 0);
+    let entry = v["nmk"]["ledger_entry"].as_str().unwrap().to_owned();
+    assert!(ledger_hashes(a).contains(&entry));
+
+    // Contrast: the same request after a system turn goes to the model, which spends tokens.
+    let mut with_system = user("what is the gcd of 12 and 18", 8);
+    with_system["messages"] = json!([
+        { "role": "system", "content": "You are terse." },
+        { "role": "user", "content": "what is the gcd of 12 and 18" },
+    ]);
+    let v = chat(a, &with_system).json();
+    assert_eq!(v["nmk"]["primitive"], false, "{v}");
+    assert_eq!(v["nmk"]["route"], "model_lane");
+    assert_eq!(v["nmk"]["route_reason"], "conversation_context");
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+
+    // A free question: SmolLM2 through the gate and the commit trap.
+    let r = chat(a, &user(FREE_QUESTION, 12));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let whole = r.json();
+    assert_eq!(whole["nmk"]["route"], "model_lane");
+    assert_eq!(whole["nmk"]["primitive"], false);
+    let tokens = whole["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!(tokens > 0 && tokens <= 12, "{whole}");
+    assert!(whole["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    let trap_entry = whole["nmk"]["ledger_entry"].as_str().unwrap().to_owned();
+    assert!(ledger_hashes(a).contains(&trap_entry));
+    let committed = whole["nmk"]["committed"].as_bool().unwrap();
+    let content = &whole["choices"][0]["message"]["content"];
+    if committed {
+        assert!(!content.as_str().unwrap().is_empty());
+    } else {
+        assert!(content.is_null());
+        assert_eq!(whole["choices"][0]["finish_reason"], "content_filter");
+    }
+
+    // The same request streamed: chunks, a final chunk with the decision, then [DONE].
+    let mut streamed = user(FREE_QUESTION, 12);
+    streamed["stream"] = json!(true);
+    let r = chat(a, &streamed);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.headers["content-type"].starts_with("text/event-stream"),
+        "{:?}",
+        r.headers
+    );
+    let events: Vec<&str> = r
+        .body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"), "{}", r.body);
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert!(chunks.len() >= 2, "{}", r.body);
+    let (last, deltas) = chunks.split_last().unwrap();
+    assert!(
+        deltas
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk")
+    );
+    let text: String = deltas
+        .iter()
+        .map(|c| c["choices"][0]["delta"]["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(last["nmk"]["committed"], whole["nmk"]["committed"]);
+    assert_eq!(last["usage"]["completion_tokens"], tokens);
+    assert!(last["choices"][0]["finish_reason"].is_string());
+    if committed {
+        assert_eq!(text, content.as_str().unwrap());
+    }
+
+    // Raw text completion.
+    let r = request(
+        a,
+        "POST",
+        "/v1/completions",
+        &[],
+        &json!({ "model": MODEL, "prompt": "The capital of France is", "max_tokens": 4 })
+            .to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(v["nmk"]["route"], "model_lane");
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+
+    // Bad input: clear OpenAI-style errors.
+    let r = request(a, "POST", "/v1/chat/completions", &[], "{not json");
+    assert_error(&r, 400, "invalid_request");
+    let r = chat(a, &json!({ "model": MODEL }));
+    assert_error(&r, 400, "invalid_request");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("messages")
+    );
+    let r = chat(a, &user("what is the gcd of 12 and 18", 33));
+    assert_error(&r, 400, "invalid_request");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cap")
+    );
+    let r = chat(a, &user("what is the gcd of 12 and 18", 32));
+    assert_eq!(r.status, 200, "at the cap: {}", r.body);
+    let mut other = user("hi", 4);
+    other["model"] = json!("gpt-4o");
+    assert_error(&chat(a, &other), 404, "model_not_found");
+
+    // The body cap (4096 bytes here): above is 413, below is served.
+    let pad = |n: usize| {
+        let mut v = user("what is the gcd of 12 and 18", 4);
+        v["padding"] = json!("x".repeat(n));
+        v.to_string()
+    };
+    let r = request(a, "POST", "/v1/chat/completions", &[], &pad(8000));
+    assert_error(&r, 413, "request_too_large");
+    let r = request(a, "POST", "/v1/chat/completions", &[], &pad(3000));
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // Kernel endpoints.
+    let v = get(a, "/v1/nmk/ledger/verify").json();
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(v["entries"].as_u64().unwrap() >= 6);
+    let v = get(a, "/v1/nmk/primitives").json();
+    assert!(
+        v["builtin"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "gcd")
+    );
+    let v = get(a, "/v1/nmk/memory").json();
+    assert!(v["stats"]["max_bytes"].as_u64().unwrap() > 0, "{v}");
+    assert_error(&get(a, "/v1/nmk/memory/no-such-key"), 404, "not_found");
+    assert_error(&get(a, "/v1/nmk/ledger?limit=5000"), 400, "invalid_request");
+    assert_eq!(
+        get(a, "/v1/nmk/ledger?limit=2")
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn a_bearer_token_is_required_when_configured() {
+    let home = tempfile::tempdir().unwrap();
+    let srv = start(home.path(), &["--api-key", "s3cret"]);
+    let a = srv.addr.as_str();
+    assert_error(&get(a, "/v1/models"), 401, "invalid_api_key");
+    let wrong = request(
+        a,
+        "GET",
+        "/v1/models",
+        &[("Authorization", "Bearer nope")],
+        "",
+    );
+    assert_error(&wrong, 401, "invalid_api_key");
+    let body = user("what is the gcd of 12 and 18", 4).to_string();
+    let r = request(a, "POST", "/v1/chat/completions", &[], &body);
+    assert_error(&r, 401, "invalid_api_key");
+    let auth = [("Authorization", "Bearer s3cret")];
+    assert_eq!(request(a, "GET", "/v1/models", &auth, "").status, 200);
+    let r = request(a, "POST", "/v1/chat/completions", &auth, &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "6");
+}
+
+/// Fires `n` slow model requests at once; returns their statuses and Retry-After headers.
+fn burst(addr: &str, n: usize) -> Vec<(u16, Option<String>)> {
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let addr = addr.to_owned();
+            std::thread::spawn(move || {
+                let body = user(&format!("Write a short poem about the number {i}."), 40);
+                let r = chat(&addr, &body);
+                (r.status, r.headers.get("retry-after").cloned())
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+#[test]
+fn a_full_queue_refuses_with_429_and_a_larger_one_serves_all() {
+    let home = tempfile::tempdir().unwrap();
+    let small = start(home.path(), &["--max-queue", "1", "--max-tokens", "40"]);
+    let statuses = burst(&small.addr, 4);
+    let refused = statuses.iter().filter(|(s, _)| *s == 429).count();
+    let served = statuses.iter().filter(|(s, _)| *s == 200).count();
+    assert!(refused >= 1, "{statuses:?}");
+    assert!(served >= 1, "{statuses:?}");
+    assert_eq!(refused + served, 4, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .filter(|(s, _)| *s == 429)
+            .all(|(_, ra)| ra.as_deref() == Some("1"))
+    );
+    drop(small);
+
+    let home = tempfile::tempdir().unwrap();
+    let large = start(home.path(), &["--max-queue", "8", "--max-tokens", "40"]);
+    let statuses = burst(&large.addr, 4);
+    assert!(statuses.iter().all(|(s, _)| *s == 200), "{statuses:?}");
+}
+
+#[test]
+fn sigterm_finishes_the_request_in_flight_and_exits_cleanly() {
+    let home = tempfile::tempdir().unwrap();
+    let mut srv = start(home.path(), &["--max-tokens", "48"]);
+    let addr = srv.addr.clone();
+    let in_flight =
+        std::thread::spawn(move || chat(&addr, &user("Write a short poem about rain.", 48)));
+    // Let the request reach the kernel thread before the signal.
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = srv.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let r = in_flight.join().unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    let entry = v["nmk"]["ledger_entry"].as_str().unwrap().to_owned();
+    let status = srv.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    // Contrast: once stopped, nothing is served.
+    assert!(TcpStream::connect(&srv.addr).is_err());
+    assert_eq!(
+        nmk(home.path(), &["ledger", "verify"]).status.code(),
+        Some(0)
+    );
+    let shown = nmk(
+        home.path(),
+        &["ledger", "show", "--tail", "--limit", "50", "--json"],
+    );
+    assert!(String::from_utf8_lossy(&shown.stdout).contains(&entry));
+}
