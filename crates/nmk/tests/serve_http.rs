@@ -410,12 +410,26 @@ fn a_full_queue_refuses_with_429_and_a_larger_one_serves_all() {
 #[test]
 fn sigterm_finishes_the_request_in_flight_and_exits_cleanly() {
     let home = tempfile::tempdir().unwrap();
-    let mut srv = start(home.path(), &["--max-tokens", "48"]);
-    let addr = srv.addr.clone();
-    let in_flight =
-        std::thread::spawn(move || chat(&addr, &user("Write a short poem about rain.", 48)));
-    // Let the request reach the kernel thread before the signal.
-    std::thread::sleep(Duration::from_millis(500));
+    let mut srv = start(home.path(), &["--max-tokens", "64"]);
+    // A streamed request: its first chunk proves it is being decoded when the signal lands.
+    let mut body = user("Write a short poem about rain.", 64);
+    body["stream"] = json!(true);
+    let body = body.to_string();
+    let mut s = TcpStream::connect(&srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(170))).unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(s);
+    let mut seen = String::new();
+    while !seen.contains("data: {") {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "{seen}");
+        seen.push_str(&line);
+    }
     let pid = srv.child.id().to_string();
     assert!(
         Command::new("kill")
@@ -424,11 +438,22 @@ fn sigterm_finishes_the_request_in_flight_and_exits_cleanly() {
             .unwrap()
             .success()
     );
-    let r = in_flight.join().unwrap();
-    assert_eq!(r.status, 200, "{}", r.body);
-    let v = r.json();
-    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > 0);
-    let entry = v["nmk"]["ledger_entry"].as_str().unwrap().to_owned();
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    let all = seen + &rest;
+    assert!(all.starts_with("HTTP/1.1 200"), "{all}");
+    assert!(all.contains("data: [DONE]"), "{all}");
+    let last: Value = all
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: {").map(|j| format!("{{{j}")))
+        .map(|j| serde_json::from_str(&j).unwrap())
+        .next_back()
+        .unwrap();
+    assert!(
+        last["usage"]["completion_tokens"].as_u64().unwrap() > 1,
+        "{last}"
+    );
+    let entry = last["nmk"]["ledger_entry"].as_str().unwrap().to_owned();
     let status = srv.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     // Contrast: once stopped, nothing is served.
@@ -442,4 +467,48 @@ fn sigterm_finishes_the_request_in_flight_and_exits_cleanly() {
         &["ledger", "show", "--tail", "--limit", "50", "--json"],
     );
     assert!(String::from_utf8_lossy(&shown.stdout).contains(&entry));
+}
+
+/// Two long answers at once (the second waits behind the first).
+fn long_burst(addr: &str) -> Vec<Resp> {
+    let handles: Vec<_> = (0..2)
+        .map(|i| {
+            let addr = addr.to_owned();
+            std::thread::spawn(move || {
+                chat(
+                    &addr,
+                    &user(&format!("Write a long story about the number {i}."), 256),
+                )
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+#[test]
+fn a_request_past_its_deadline_gets_504_and_the_ledger_stays_whole() {
+    let home = tempfile::tempdir().unwrap();
+    let srv = start(home.path(), &["--deadline-s", "1", "--max-tokens", "256"]);
+    let replies = long_burst(&srv.addr);
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    let late: Vec<&Resp> = replies.iter().filter(|r| r.status == 504).collect();
+    assert!(!late.is_empty(), "{statuses:?}");
+    for r in late {
+        assert_error(r, 504, "deadline_exceeded");
+    }
+    drop(srv);
+    assert_eq!(
+        nmk(home.path(), &["ledger", "verify"]).status.code(),
+        Some(0)
+    );
+
+    // Contrast: the same burst with the default deadline is answered in full.
+    let home = tempfile::tempdir().unwrap();
+    let srv = start(home.path(), &["--max-tokens", "256"]);
+    let replies = long_burst(&srv.addr);
+    assert!(
+        replies.iter().all(|r| r.status == 200),
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
 }
