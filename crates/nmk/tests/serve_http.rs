@@ -333,6 +333,12 @@ fn openai_endpoints_answer_through_the_kernel() {
     let v = get(a, "/v1/nmk/memory").json();
     assert!(v["stats"]["max_bytes"].as_u64().unwrap() > 0, "{v}");
     assert_error(&get(a, "/v1/nmk/memory/no-such-key"), 404, "not_found");
+    assert_error(&get(a, "/v1/no-such-endpoint"), 404, "not_found");
+    assert_error(
+        &request(a, "POST", "/v1/models", &[], "{}"),
+        405,
+        "method_not_allowed",
+    );
     assert_error(&get(a, "/v1/nmk/ledger?limit=5000"), 400, "invalid_request");
     assert_eq!(
         get(a, "/v1/nmk/ledger?limit=2")

@@ -81,6 +81,15 @@ impl ApiError {
             message.into(),
         )
     }
+    /// 405: the endpoint exists but not with this method.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "method_not_allowed",
+            "this endpoint does not take this method".into(),
+        )
+    }
     /// 401: a bearer token is required and this one is missing or wrong.
     pub fn unauthorized() -> Self {
         Self::new(
@@ -197,6 +206,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/v1/nmk/memory", get(memory))
         .route("/v1/nmk/memory/{key}", get(memory_key))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(middleware::from_fn_with_state(state.clone(), require_key))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
