@@ -12,7 +12,7 @@ use nmk_kernel::ledger::{Ledger, ModelBinding};
 use nmk_kernel::output_gate::OutputGate;
 use nmk_kernel::proposer::Proposer;
 use nmk_kernel::router::MODEL_LANE;
-use nmk_neural::engine::{SamplingParams, Session};
+use nmk_neural::engine::{SamplingParams, Session, TokenGate, TokenVerdict};
 use nmk_neural::text::{Completion, PromptMode};
 
 use crate::proposer::NeuralProposer;
@@ -81,14 +81,54 @@ pub fn answer(
         prefilled,
         None,
         &mut |_| {},
+        &|| false,
     )
+}
+
+/// Why [`answer_streaming`] stopped before the commit trap: its caller cancelled it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancelled;
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("generation cancelled before the commit trap judged it")
+    }
+}
+
+impl std::error::Error for Cancelled {}
+
+/// A token gate that ends the generation once `cancelled` says so, else defers to `inner`;
+/// `tripped` records that it did (an answer that ended on its own is not "cancelled").
+struct CancellableGate<'g, G> {
+    inner: &'g mut G,
+    cancelled: &'g dyn Fn() -> bool,
+    tripped: bool,
+}
+
+impl<G: TokenGate> TokenGate for CancellableGate<'_, G> {
+    fn masks(&self) -> bool {
+        self.inner.masks()
+    }
+    fn mask(&mut self, position: u64, logits: &mut [f32]) {
+        self.inner.mask(position, logits);
+    }
+    fn judge(&mut self, position: u64, candidate: u32, is_stop: bool) -> TokenVerdict {
+        if (self.cancelled)() {
+            self.tripped = true;
+            return TokenVerdict::Stop;
+        }
+        self.inner.judge(position, candidate, is_stop)
+    }
 }
 
 /// [`answer`], with two additions the HTTP server needs: `prompt_ids` replaces the encoding
 /// of `request.prompt` (a conversation rendered through the chat template; the commit trap's
 /// contract still names `request.prompt`), and `on_text` receives each piece of text the
 /// per-token gate accepted as it is decoded. Those pieces passed the per-token gate only: the
-/// commit trap's whole-answer decision comes after the last one.
+/// commit trap's whole-answer decision comes after the last one. Once `cancelled` returns true
+/// (a deadline passed, the client left) the generation ends at the next token and the call
+/// fails with [`Cancelled`]: a cut answer is neither judged nor ledgered as if it were whole.
+#[allow(clippy::too_many_arguments)]
 pub fn answer_streaming(
     ledger: &Ledger,
     proposer: &NeuralProposer,
@@ -97,6 +137,7 @@ pub fn answer_streaming(
     prefilled: Option<Prefilled>,
     prompt_ids: Option<Vec<u32>>,
     on_text: &mut dyn FnMut(&str),
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<LaneAnswer> {
     let m = proposer.model();
     let ids = match prompt_ids {
@@ -104,7 +145,12 @@ pub fn answer_streaming(
         None => m.encode(request.prompt, request.mode)?,
     };
     let checks: Vec<Value> = gate.check_names().into_iter().map(Value::str).collect();
-    let mut token_gate = KernelTokenGate::new(gate, m.tokenizer());
+    let mut kernel_gate = KernelTokenGate::new(gate, m.tokenizer());
+    let mut token_gate = CancellableGate {
+        inner: &mut kernel_gate,
+        cancelled,
+        tripped: false,
+    };
     // Nothing is released while decoding: the commit trap judges the whole answer first.
     let completion = match prefilled {
         Some(mut p) if p.session.tokens() == ids.as_slice() => {
@@ -135,7 +181,10 @@ pub fn answer_streaming(
             on_text,
         )?,
     };
-    let gate = token_gate.gate();
+    if token_gate.tripped {
+        return Err(Cancelled.into());
+    }
+    let gate = kernel_gate.gate();
     let (gate_summary, gate_accepted, gate_complete) =
         (gate.summary(), gate.stats().accepted, gate.complete());
     let base = proposer.binding();

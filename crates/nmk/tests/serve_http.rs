@@ -492,29 +492,51 @@ fn long_burst(addr: &str) -> Vec<Resp> {
 }
 
 #[test]
-fn a_request_past_its_deadline_gets_504_and_the_ledger_stays_whole() {
+fn a_request_past_its_deadline_gets_504_and_its_generation_is_cut() {
     let home = tempfile::tempdir().unwrap();
     let srv = start(home.path(), &["--deadline-s", "1", "--max-tokens", "256"]);
+    let t0 = std::time::Instant::now();
     let replies = long_burst(&srv.addr);
+    let cut_s = t0.elapsed().as_secs_f64();
     let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
     let late: Vec<&Resp> = replies.iter().filter(|r| r.status == 504).collect();
     assert!(!late.is_empty(), "{statuses:?}");
     for r in late {
         assert_error(r, 504, "deadline_exceeded");
     }
+    // The kernel is free again at once: the cut generation does not run on to its end.
+    let t1 = std::time::Instant::now();
+    let r = chat(&srv.addr, &user("what is the gcd of 12 and 18", 4));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let primitive_s = t1.elapsed().as_secs_f64();
     drop(srv);
     assert_eq!(
         nmk(home.path(), &["ledger", "verify"]).status.code(),
         Some(0)
     );
 
-    // Contrast: the same burst with the default deadline is answered in full.
+    // Contrast: the same burst with the default deadline is answered in full, and takes
+    // clearly longer than the cut one.
     let home = tempfile::tempdir().unwrap();
     let srv = start(home.path(), &["--max-tokens", "256"]);
+    let t0 = std::time::Instant::now();
     let replies = long_burst(&srv.addr);
+    let full_s = t0.elapsed().as_secs_f64();
     assert!(
         replies.iter().all(|r| r.status == 200),
         "{:?}",
         replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let generated: u64 = replies
+        .iter()
+        .map(|r| r.json()["usage"]["completion_tokens"].as_u64().unwrap())
+        .sum();
+    eprintln!(
+        "deadline burst {cut_s:.2} s (then a primitive in {primitive_s:.3} s); full burst {full_s:.2} s, {generated} tokens"
+    );
+    assert!(primitive_s < 0.5, "{primitive_s}");
+    assert!(
+        full_s > 1.5 * cut_s,
+        "cut {cut_s:.2} s vs full {full_s:.2} s"
     );
 }

@@ -3,7 +3,9 @@
 //! the HTTP layer's 429); each is routed through the kernel first — a proven primitive answers
 //! at once with zero model tokens — else the model lane generates through the per-token gate
 //! and the commit trap judges the whole answer. Every ledger entry of a request is written
-//! before its reply is sent. One request is decoded at a time (no interleaving yet). This
+//! before its reply is sent. One request is decoded at a time (no interleaving yet). A
+//! generation whose deadline passes or whose client leaves is cut at the next token and not
+//! judged (its route decision stays ledgered; no commit entry is written for a cut answer). This
 //! module owns the order of work; every decision is the kernel's, and it never touches HTTP.
 
 use std::path::{Path, PathBuf};
@@ -20,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::http::ApiError;
 use super::openai::{Ask, Validated};
-use crate::model_lane::{LaneRequest, answer_streaming};
+use crate::model_lane::{Cancelled, LaneRequest, answer_streaming};
 use crate::proposer::NeuralProposer;
 use crate::route_lane::Front;
 
@@ -69,6 +71,14 @@ pub enum Sink {
 }
 
 impl Sink {
+    /// Whether nobody waits for the reply any more (the client disconnected or gave up).
+    fn client_gone(&self) -> bool {
+        match self {
+            Sink::Whole(tx) => tx.is_closed(),
+            Sink::Stream(tx) => tx.is_closed(),
+        }
+    }
+
     fn finish(self, result: Result<Reply, ApiError>) {
         // A client that went away is not an error of the kernel: its entries are written.
         match self {
@@ -160,7 +170,7 @@ fn serve_jobs(mut state: KernelState, mut jobs: mpsc::Receiver<Job>) {
             continue;
         }
         let t0 = Instant::now();
-        let result = handle(&mut state, &ask, &sink);
+        let result = handle(&mut state, &ask, deadline, &sink);
         match &result {
             Ok(r) => tracing::info!(
                 %id,
@@ -177,7 +187,12 @@ fn serve_jobs(mut state: KernelState, mut jobs: mpsc::Receiver<Job>) {
     tracing::info!("kernel thread: queue drained, stopping");
 }
 
-fn handle(state: &mut KernelState, ask: &Validated, sink: &Sink) -> Result<Reply, ApiError> {
+fn handle(
+    state: &mut KernelState,
+    ask: &Validated,
+    deadline: Instant,
+    sink: &Sink,
+) -> Result<Reply, ApiError> {
     let (request, context_turns) = match &ask.ask {
         Ask::Chat(turns) => (
             turns.last().map(|(_, t)| t.as_str()).unwrap_or_default(),
@@ -201,7 +216,7 @@ fn handle(state: &mut KernelState, ask: &Validated, sink: &Sink) -> Result<Reply
         Outcome::ModelLane { .. } if context_turns => "conversation_context".to_owned(),
         Outcome::ModelLane { reason } => reason.clone(),
     };
-    model_reply(state, ask, request, &routed, &lane_reason, sink)
+    model_reply(state, ask, request, (&routed, &lane_reason), deadline, sink)
 }
 
 fn primitive_reply(routed: &Routed, a: &Answered) -> Reply {
@@ -231,8 +246,8 @@ fn model_reply(
     state: &KernelState,
     ask: &Validated,
     request: &str,
-    routed: &Routed,
-    lane_reason: &str,
+    (routed, lane_reason): (&Routed, &str),
+    deadline: Instant,
     sink: &Sink,
 ) -> Result<Reply, ApiError> {
     let gate = crate::token_gate::build_gate(&[], false, None)
@@ -278,6 +293,7 @@ fn model_reply(
         None,
         prompt_ids,
         &mut forward,
+        &|| Instant::now() >= deadline || sink.client_gone(),
     )
     .map_err(lane_error)?;
     let (c, d) = (&lane.completion, &lane.decision);
@@ -318,6 +334,9 @@ fn model_reply(
 }
 
 fn lane_error(e: anyhow::Error) -> ApiError {
+    if e.downcast_ref::<Cancelled>().is_some() {
+        return ApiError::deadline();
+    }
     match e.downcast_ref::<TextError>() {
         Some(t @ TextError::ContextOverflow { .. }) => ApiError::bad_request(t.to_string()),
         _ => ApiError::internal(format!("the model lane failed: {e:#}")),
