@@ -126,7 +126,7 @@ impl ApiError {
             StatusCode::GATEWAY_TIMEOUT,
             "server_error",
             "deadline_exceeded",
-            "the request's deadline passed (a request already started still completes and is ledgered)".into(),
+            "the request's deadline passed; its generation was stopped and nothing of it was released".into(),
         )
     }
     /// 500: something failed inside the server.

@@ -1,9 +1,11 @@
-//! The one thread that owns the kernel's front door (ledger, memory, router) and the model.
-//! Requests arrive on a bounded channel (its capacity is the server's queue: a full channel is
-//! the HTTP layer's 429); each is routed through the kernel first — a proven primitive answers
-//! at once with zero model tokens — else the model lane generates through the per-token gate
-//! and the commit trap judges the whole answer. Every ledger entry of a request is written
-//! before its reply is sent. One request is decoded at a time (no interleaving yet). A
+//! The kernel thread, which owns the kernel's front door (ledger, memory, router), and the
+//! model thread it feeds, which owns the model. Requests arrive on a bounded channel (its
+//! capacity is the server's queue: a full channel is the HTTP layer's 429); the kernel thread
+//! routes each one first — a proven primitive answers at once with zero model tokens, even
+//! while the model is decoding — else hands it to the model thread (one at a time, when the
+//! model takes it), where the model lane generates through the per-token gate and the commit
+//! trap judges the whole answer on the same ledger handle. Every ledger entry of a request is
+//! written before its reply is sent. One request is decoded at a time (no interleaving yet). A
 //! generation whose deadline passes or whose client leaves is cut at the next token and not
 //! judged (its route decision stays ledgered; no commit entry is written for a cut answer). This
 //! module owns the order of work; every decision is the kernel's, and it never touches HTTP.
@@ -13,6 +15,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
+use nmk_kernel::ledger::Ledger;
 use nmk_kernel::router::{Answered, MODEL_LANE, Outcome, Routed};
 use nmk_neural::engine::{SamplingParams, StopReason};
 use nmk_neural::text::{PromptMode, TextError};
@@ -105,8 +108,20 @@ pub struct Job {
     pub sink: Sink,
 }
 
-/// Starts the kernel thread on `home` with the model `model` and a queue of `queue` requests;
-/// returns once the kernel and the model are loaded (or with why they could not be).
+/// A request the kernel routed to the model lane, on its way to the model thread.
+struct ModelJob {
+    id: String,
+    ask: Validated,
+    deadline: Instant,
+    sink: Sink,
+    routed: Routed,
+    lane_reason: String,
+    t0: Instant,
+}
+
+/// Starts the kernel thread (and the model thread it feeds) on `home` with the model `model`
+/// and a queue of `queue` requests; returns once the kernel and the model are loaded (or with
+/// why they could not be). The handle ends after both threads drained their work.
 pub fn spawn(
     home: &Path,
     model: &str,
@@ -120,7 +135,15 @@ pub fn spawn(
     let handle = std::thread::Builder::new()
         .name("nmk-kernel".into())
         .spawn(move || {
-            let state = match load(&home, &model, threads) {
+            let started = Front::open(&home).and_then(|front| {
+                for (entry, why) in &front.refused {
+                    tracing::warn!("learned primitive {entry} not routed: {why}");
+                }
+                let (model_tx, model_thread) =
+                    spawn_model_thread(front.ledger.clone(), &model, threads)?;
+                Ok((front, model_tx, model_thread))
+            });
+            let (front, model_tx, model_thread) = match started {
                 Ok(s) => {
                     let _ = ready_tx.send(Ok(()));
                     s
@@ -130,7 +153,12 @@ pub fn spawn(
                     return;
                 }
             };
-            serve_jobs(state, jobs_rx);
+            route_jobs(front, jobs_rx, &model_tx);
+            // The model thread ends once its channel is closed and drained.
+            drop(model_tx);
+            if model_thread.join().is_err() {
+                tracing::error!("the model thread panicked");
+            }
         })
         .context("starting the kernel thread")?;
     match ready_rx.recv() {
@@ -140,22 +168,54 @@ pub fn spawn(
     }
 }
 
-struct KernelState {
-    front: Front,
-    proposer: NeuralProposer,
-}
-
-fn load(home: &Path, model: &str, threads: usize) -> Result<KernelState> {
-    let front = Front::open(home)?;
-    for (entry, why) in &front.refused {
-        tracing::warn!("learned primitive {entry} not routed: {why}");
-    }
+/// The model thread: owns the model, shares the kernel's ledger (one chain, one handle) for
+/// the commit trap. Its channel holds no request: the kernel thread hands one over only when
+/// the model takes it, so routed requests do not pile up beyond the HTTP queue.
+fn spawn_model_thread(
+    ledger: Ledger,
+    model: &str,
+    threads: usize,
+) -> Result<(std::sync::mpsc::SyncSender<ModelJob>, JoinHandle<()>)> {
     let path = crate::commands::model::resolve_with_progress(model, true)?;
     let proposer = NeuralProposer::load(model, &path, threads)?;
-    Ok(KernelState { front, proposer })
+    let (tx, rx) = std::sync::mpsc::sync_channel::<ModelJob>(0);
+    let handle = std::thread::Builder::new()
+        .name("nmk-model".into())
+        .spawn(move || {
+            while let Ok(job) = rx.recv() {
+                let result = if Instant::now() >= job.deadline {
+                    Err(ApiError::deadline())
+                } else {
+                    model_reply(&ledger, &proposer, &job)
+                };
+                log_result(&job.id, job.t0, &result);
+                job.sink.finish(result);
+            }
+            tracing::info!("model thread: drained, stopping");
+        })
+        .context("starting the model thread")?;
+    Ok((tx, handle))
 }
 
-fn serve_jobs(mut state: KernelState, mut jobs: mpsc::Receiver<Job>) {
+fn log_result(id: &str, t0: Instant, result: &Result<Reply, ApiError>) {
+    match result {
+        Ok(r) => tracing::info!(
+            %id,
+            route = %r.nmk["route"],
+            tokens = r.completion_tokens,
+            committed = %r.nmk["committed"],
+            seconds = t0.elapsed().as_secs_f64(),
+            "answered"
+        ),
+        Err(e) => tracing::warn!(%id, error = %e.message, "failed"),
+    }
+}
+
+fn route_jobs(
+    mut front: Front,
+    mut jobs: mpsc::Receiver<Job>,
+    model: &std::sync::mpsc::SyncSender<ModelJob>,
+) {
     // Ends when every sender is gone: the server stopped accepting and the queue is drained.
     while let Some(job) = jobs.blocking_recv() {
         let Job {
@@ -164,46 +224,53 @@ fn serve_jobs(mut state: KernelState, mut jobs: mpsc::Receiver<Job>) {
             deadline,
             sink,
         } = job;
-        if Instant::now() >= deadline {
+        let t0 = Instant::now();
+        if t0 >= deadline {
             tracing::warn!(%id, "deadline passed while queued; not started");
             sink.finish(Err(ApiError::deadline()));
             continue;
         }
-        let t0 = Instant::now();
-        let result = handle(&mut state, &ask, deadline, &sink);
-        match &result {
-            Ok(r) => tracing::info!(
-                %id,
-                route = %r.nmk["route"],
-                tokens = r.completion_tokens,
-                committed = %r.nmk["committed"],
-                seconds = t0.elapsed().as_secs_f64(),
-                "answered"
-            ),
-            Err(e) => tracing::warn!(%id, error = %e.message, "failed"),
+        match route(&mut front, &ask, &sink) {
+            Err(e) => {
+                let result = Err(e);
+                log_result(&id, t0, &result);
+                sink.finish(result);
+            }
+            Ok(Routing::Answered(reply)) => {
+                let result = Ok(*reply);
+                log_result(&id, t0, &result);
+                sink.finish(result);
+            }
+            Ok(Routing::ModelLane(routed, lane_reason)) => {
+                let job = ModelJob {
+                    id,
+                    ask,
+                    deadline,
+                    sink,
+                    routed: *routed,
+                    lane_reason,
+                    t0,
+                };
+                if let Err(std::sync::mpsc::SendError(job)) = model.send(job) {
+                    job.sink
+                        .finish(Err(ApiError::internal("the model thread is gone")));
+                }
+            }
         }
-        sink.finish(result);
     }
     tracing::info!("kernel thread: queue drained, stopping");
 }
 
-fn handle(
-    state: &mut KernelState,
-    ask: &Validated,
-    deadline: Instant,
-    sink: &Sink,
-) -> Result<Reply, ApiError> {
-    let (request, context_turns) = match &ask.ask {
-        Ask::Chat(turns) => (
-            turns.last().map(|(_, t)| t.as_str()).unwrap_or_default(),
-            turns.len() > 1,
-        ),
-        Ask::Raw(prompt) => (prompt.as_str(), false),
-    };
+enum Routing {
+    Answered(Box<Reply>),
+    ModelLane(Box<Routed>, String),
+}
+
+fn route(front: &mut Front, ask: &Validated, sink: &Sink) -> Result<Routing, ApiError> {
+    let (request, context_turns) = split_request(ask);
     // A primitive answers the request alone; with earlier turns or a system message it could
     // not honour them, so the conversation goes to the model (the decision is still ledgered).
-    let routed = state
-        .front
+    let routed = front
         .route(request, context_turns)
         .map_err(|e| ApiError::internal(format!("routing failed: {e:#}")))?;
     let lane_reason = match &routed.outcome {
@@ -211,12 +278,24 @@ fn handle(
             if let Sink::Stream(tx) = sink {
                 let _ = tx.send(StreamEvent::Text(a.text.clone()));
             }
-            return Ok(primitive_reply(&routed, a));
+            return Ok(Routing::Answered(Box::new(primitive_reply(&routed, a))));
         }
         Outcome::ModelLane { .. } if context_turns => "conversation_context".to_owned(),
         Outcome::ModelLane { reason } => reason.clone(),
     };
-    model_reply(state, ask, request, (&routed, &lane_reason), deadline, sink)
+    Ok(Routing::ModelLane(Box::new(routed), lane_reason))
+}
+
+/// The request text the kernel routes and the commit trap's contract names, and whether the
+/// conversation has context besides it.
+fn split_request(ask: &Validated) -> (&str, bool) {
+    match &ask.ask {
+        Ask::Chat(turns) => (
+            turns.last().map(|(_, t)| t.as_str()).unwrap_or_default(),
+            turns.len() > 1,
+        ),
+        Ask::Raw(prompt) => (prompt.as_str(), false),
+    }
 }
 
 fn primitive_reply(routed: &Routed, a: &Answered) -> Reply {
@@ -243,13 +322,13 @@ fn primitive_reply(routed: &Routed, a: &Answered) -> Reply {
 }
 
 fn model_reply(
-    state: &KernelState,
-    ask: &Validated,
-    request: &str,
-    (routed, lane_reason): (&Routed, &str),
-    deadline: Instant,
-    sink: &Sink,
+    ledger: &Ledger,
+    proposer: &NeuralProposer,
+    job: &ModelJob,
 ) -> Result<Reply, ApiError> {
+    let (ask, sink, deadline) = (&job.ask, &job.sink, job.deadline);
+    let (routed, lane_reason) = (&job.routed, job.lane_reason.as_str());
+    let (request, _) = split_request(ask);
     let gate = crate::token_gate::build_gate(&[], false, None)
         .map_err(|e| ApiError::internal(format!("building the token gate: {e}")))?;
     let (mode, prompt_ids) = match &ask.ask {
@@ -258,8 +337,7 @@ fn model_reply(
                 .iter()
                 .map(|(role, text)| ChatMessage::new(role.as_str(), text.as_str()))
                 .collect();
-            let ids = state
-                .proposer
+            let ids = proposer
                 .model()
                 .tokenizer()
                 .encode_chat(&messages, true)
@@ -274,8 +352,8 @@ fn model_reply(
         }
     };
     let lane = answer_streaming(
-        &state.front.ledger,
-        &state.proposer,
+        ledger,
+        proposer,
         &LaneRequest {
             prompt: request,
             mode,

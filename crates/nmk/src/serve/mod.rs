@@ -46,7 +46,8 @@ pub struct ServeArgs {
     /// Port to listen on (0 = any free port; the chosen one is printed).
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// Requests that may wait for the kernel besides the one it is answering; more get 429.
+    /// Requests that may wait to be routed (besides the one the model is decoding and the one
+    /// routed to it next); more get 429. Primitives are answered even while the model decodes.
     #[arg(long, default_value_t = 16)]
     max_queue: usize,
     /// Most tokens one request may generate (a request asking for more gets 400).
@@ -55,8 +56,8 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer KEY` on every endpoint.
     #[arg(long, env = "NMK_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
-    /// Seconds a request may wait for its answer (504 after; a started answer still completes
-    /// and is ledgered).
+    /// Seconds a request may take (504 after; its generation is cut at the next token, and a
+    /// cut answer is neither released nor judged as if whole).
     #[arg(long, default_value_t = 120)]
     deadline_s: u64,
     /// Largest request body in bytes (413 above).
