@@ -9,7 +9,9 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use nmk_det::Value;
 use nmk_kernel::ledger::{Head, Ledger};
-use nmk_kernel::memory::{Ended, MemoryConfig, MemoryError, MemoryStore, PutOptions, RecentItem};
+use nmk_kernel::memory::{
+    Ended, MemoryConfig, MemoryError, MemoryItem, MemoryStore, PutOptions, RecentItem,
+};
 use nmk_kernel::store::{Durability, database_path};
 
 use super::Output;
@@ -141,21 +143,7 @@ pub fn run(home: &Path, out: &Output, cmd: MemoryCommand) -> Result<Code> {
             }
             Some(item) => {
                 if out.json {
-                    out.print_json(&serde_json::json!({
-                        "key": item.key,
-                        "found": true,
-                        "value": value_json(&item.value),
-                        "value_hash": item.value_hash.to_hex(),
-                        "kind": item.kind,
-                        "pinned": item.pinned,
-                        "version": item.version,
-                        "writer": item.writer,
-                        "created": item.created,
-                        "updated": item.updated,
-                        "accessed": item.accessed,
-                        "n_access": item.n_access,
-                        "bytes": item.bytes,
-                    }));
+                    out.print_json(&item_json(&item));
                 } else {
                     match &item.value {
                         Value::Str(s) => println!("{s}"),
@@ -363,4 +351,23 @@ pub fn run(home: &Path, out: &Output, cmd: MemoryCommand) -> Result<Code> {
             Ok(Code::Success)
         }
     }
+}
+
+/// A live memory entry as JSON (`nmk memory get --json` and the server's memory endpoint).
+pub fn item_json(item: &MemoryItem) -> serde_json::Value {
+    serde_json::json!({
+        "key": item.key,
+        "found": true,
+        "value": value_json(&item.value),
+        "value_hash": item.value_hash.to_hex(),
+        "kind": item.kind,
+        "pinned": item.pinned,
+        "version": item.version,
+        "writer": item.writer,
+        "created": item.created,
+        "updated": item.updated,
+        "accessed": item.accessed,
+        "n_access": item.n_access,
+        "bytes": item.bytes,
+    })
 }

@@ -113,19 +113,5 @@ pub fn memory_get(home: &Path, key: &str) -> Result<Json, ApiError> {
         .get(key, false)
         .map_err(|e| internal("reading memory")(e.to_string()))?
         .ok_or_else(|| ApiError::not_found(format!("no live memory entry {key:?}")))?;
-    Ok(json!({
-        "key": item.key,
-        "found": true,
-        "value": value_json(&item.value),
-        "value_hash": item.value_hash.to_hex(),
-        "kind": item.kind,
-        "pinned": item.pinned,
-        "version": item.version,
-        "writer": item.writer,
-        "created": item.created,
-        "updated": item.updated,
-        "accessed": item.accessed,
-        "n_access": item.n_access,
-        "bytes": item.bytes,
-    }))
+    Ok(crate::commands::memory::item_json(&item))
 }
