@@ -32,8 +32,16 @@ pub struct HeadRun {
     pub layer: Option<usize>,
 }
 
-/// Reads the head for `prompt`: `explicit` (`--head`) or the home's head for this model. `None`
-/// when there is no head file to use.
+/// What looking for a head found. Either way the model is loaded once, and the model lane
+/// reuses it.
+pub enum HeadLookup {
+    /// No head file for the loaded model.
+    NoHead(Box<NeuralProposer>),
+    /// The head's part of the request.
+    Read(Box<HeadRun>),
+}
+
+/// Reads the head for `prompt`: `explicit` (`--head`) or the home's head for this model.
 pub fn read(
     home: &Path,
     explicit: Option<&Path>,
@@ -42,7 +50,7 @@ pub fn read(
     prompt: &str,
     max_tokens: usize,
     seed: u64,
-) -> Result<Option<HeadRun>> {
+) -> Result<HeadLookup> {
     let proposer = NeuralProposer::load(&model.model, model_path, model.threads)?;
     let m = proposer.model();
     let binding = ParkBinding::of(m.model())?;
@@ -51,7 +59,7 @@ pub fn read(
         None => default_head_path(home, &binding),
     };
     if explicit.is_none() && !file.exists() {
-        return Ok(None);
+        return Ok(HeadLookup::NoHead(Box::new(proposer)));
     }
     let head = match HeadFile::load(&file) {
         Ok(h) => h,
@@ -60,7 +68,7 @@ pub fn read(
             return Err(e).with_context(|| format!("head file {}", file.display()));
         }
         Err(e) => {
-            return Ok(Some(HeadRun {
+            return Ok(HeadLookup::Read(Box::new(HeadRun {
                 proposer,
                 tapped: None,
                 reading: HeadReading {
@@ -69,7 +77,7 @@ pub fn read(
                 },
                 file,
                 layer: None,
-            }));
+            })));
         }
     };
     let head_hash = head.hash_hex();
@@ -79,7 +87,7 @@ pub fn read(
         Ok((t, p)) => (Some(t), Ok(p)),
         Err(e) => (None, Err(format!("{e:#}"))),
     };
-    Ok(Some(HeadRun {
+    Ok(HeadLookup::Read(Box::new(HeadRun {
         proposer,
         tapped,
         reading: HeadReading {
@@ -88,7 +96,7 @@ pub fn read(
         },
         file,
         layer: Some(layer),
-    }))
+    })))
 }
 
 /// The head's proposal for `prompt`, and the session it prefilled.

@@ -15,10 +15,11 @@ use super::Output;
 use super::learned::value_json;
 use super::model::resolve_with_progress;
 use crate::exit::Code;
-use crate::head_lane::{self, HeadRun};
+use crate::head_lane::{self, HeadLookup, HeadRun};
 use crate::model_lane::{LaneRequest, Prefilled};
 use crate::proposer::NeuralProposer;
 use crate::route_lane::Front;
+use nmk_neural::entry_head::TappedPrefill;
 
 /// Which model and how to sample.
 #[derive(Debug, Args)]
@@ -122,7 +123,7 @@ pub fn run(home: &Path, out: &Output, args: &RunArgs) -> Result<Code> {
     for (entry, why) in &front.refused {
         tracing::warn!("learned primitive {entry} not routed: {why}");
     }
-    let head = read_head(home, out, args)?;
+    let (head, loaded) = read_head(home, out, args)?;
     let (routed, head_report) = match &head {
         Some(h) => {
             let hr = front.route_with_head(&args.prompt, &h.reading)?;
@@ -146,6 +147,10 @@ pub fn run(home: &Path, out: &Output, args: &RunArgs) -> Result<Code> {
     if args.no_route {
         lane_reason = "forced_model_lane".into();
     }
+    let model = match head {
+        Some(h) => Some((h.proposer, h.tapped)),
+        None => loaded.map(|p| (p, None)),
+    };
     model_lane(
         out,
         args,
@@ -153,32 +158,42 @@ pub fn run(home: &Path, out: &Output, args: &RunArgs) -> Result<Code> {
         &routed,
         gate,
         &lane_reason,
-        (head, &head_report),
+        (model, &head_report),
     )
 }
 
 /// The head's reading for this request, when a head applies: not with `--no-head`,
 /// `--no-route` or `--raw` (the head reads the chat-encoded request), and only when a head
-/// file was given or the home holds heads (the model is loaded only then).
-fn read_head(home: &Path, out: &Output, args: &RunArgs) -> Result<Option<HeadRun>> {
+/// file was given or the home holds heads (the model is loaded only then, and handed back for
+/// the model lane when no head is for it).
+fn read_head(
+    home: &Path,
+    out: &Output,
+    args: &RunArgs,
+) -> Result<(Option<HeadRun>, Option<NeuralProposer>)> {
     if args.no_head || args.no_route || args.raw {
-        return Ok(None);
+        return Ok((None, None));
     }
     let home_has_heads = std::fs::read_dir(home.join("heads"))
         .map(|mut d| d.next().is_some())
         .unwrap_or(false);
     if args.head.is_none() && !home_has_heads {
-        return Ok(None);
+        return Ok((None, None));
     }
     let path = resolve_with_progress(&args.model.model, out.json)?;
-    head_lane::read(
-        home,
-        args.head.as_deref(),
-        &args.model,
-        &path,
-        &args.prompt,
-        args.max_tokens,
-        args.seed,
+    Ok(
+        match head_lane::read(
+            home,
+            args.head.as_deref(),
+            &args.model,
+            &path,
+            &args.prompt,
+            args.max_tokens,
+            args.seed,
+        )? {
+            HeadLookup::Read(h) => (Some(*h), None),
+            HeadLookup::NoHead(p) => (None, Some(*p)),
+        },
     )
 }
 
@@ -312,10 +327,14 @@ fn model_lane(
     routed: &Routed,
     gate: nmk_kernel::output_gate::OutputGate,
     lane_reason: &str,
-    (head, head_report): (Option<HeadRun>, &serde_json::Value),
+    (model, head_report): (
+        Option<(NeuralProposer, Option<TappedPrefill>)>,
+        &serde_json::Value,
+    ),
 ) -> Result<Code> {
-    let (proposer, tapped) = match head {
-        Some(h) => (h.proposer, h.tapped),
+    // The model loaded for the head (and its prefilled session, if any) is reused.
+    let (proposer, tapped) = match model {
+        Some(loaded) => loaded,
         None => {
             let path = resolve_with_progress(&args.model.model, out.json)?;
             let p = NeuralProposer::load(&args.model.model, &path, args.model.threads)?;
