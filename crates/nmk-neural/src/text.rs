@@ -188,26 +188,31 @@ impl TextModel {
         gate: &mut dyn TokenGate,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<(String, GatedGeneration), TextError> {
-        let mut decoder = self.tokenizer.decoder();
-        let mut text = String::new();
-        let params = GenerateParams {
-            max_tokens,
-            stop_tokens: self.stop_tokens.clone(),
-            sampling: sampling.clone(),
-        };
-        let g = session.generate_gated(&params, gate, &mut |id| {
-            let piece = decoder.push(id);
-            if !piece.is_empty() {
-                on_text(&piece);
-                text.push_str(&piece);
-            }
-        })?;
-        let rest = decoder.finish();
-        if !rest.is_empty() {
-            on_text(&rest);
-            text.push_str(&rest);
+        let mut stream = self.stream(max_tokens, sampling);
+        while !stream.step(session, gate, on_text)? {}
+        Ok(stream.finish(on_text))
+    }
+
+    /// A generation advanced one token at a time by [`TextStream::step`], so that a caller can
+    /// interleave many sessions (the server's lanes). Stepping a stream to its end gives the same
+    /// tokens, text and gate counts as one [`TextModel::continue_session`] call, which is built on it.
+    pub fn stream(&self, max_tokens: usize, sampling: &SamplingParams) -> TextStream<'_> {
+        TextStream {
+            decoder: self.tokenizer.decoder(),
+            params: GenerateParams {
+                max_tokens: 1,
+                stop_tokens: self.stop_tokens.clone(),
+                sampling: sampling.clone(),
+            },
+            limit: max_tokens,
+            text: String::new(),
+            generation: GatedGeneration {
+                tokens: Vec::with_capacity(max_tokens.min(4096)),
+                stop: StopReason::MaxTokens,
+                counts: GateCounts::default(),
+            },
+            ended: false,
         }
-        Ok((text, g))
     }
 
     /// Greedy generation from one user turn: `(text, tokens generated)`.
@@ -259,5 +264,89 @@ impl TextModel {
             h.update([0xff]);
         }
         h.finalize().into()
+    }
+}
+
+/// A generation in progress (see [`TextModel::stream`]).
+pub struct TextStream<'m> {
+    decoder: crate::tokenizer::Decoder<'m>,
+    /// One token per step; the stop tokens and sampling of the whole generation.
+    params: GenerateParams,
+    limit: usize,
+    text: String,
+    generation: GatedGeneration,
+    ended: bool,
+}
+
+impl std::fmt::Debug for TextStream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextStream")
+            .field("tokens", &self.generation.tokens.len())
+            .field("limit", &self.limit)
+            .field("ended", &self.ended)
+            .finish()
+    }
+}
+
+impl TextStream<'_> {
+    /// Generates at most one token on `session`, judged by `gate`; complete UTF-8 pieces go to
+    /// `on_text`. Returns whether the generation has ended (a stop token, the gate, or the
+    /// token limit); once it has, further calls do nothing.
+    pub fn step(
+        &mut self,
+        session: &mut Session,
+        gate: &mut dyn TokenGate,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<bool, TextError> {
+        if self.ended {
+            return Ok(true);
+        }
+        if self.generation.tokens.len() >= self.limit {
+            self.generation.stop = StopReason::MaxTokens;
+            self.ended = true;
+            return Ok(true);
+        }
+        // One token through the same gated loop: the same operations, in the same order, as
+        // one long `generate_gated` call.
+        let (decoder, text) = (&mut self.decoder, &mut self.text);
+        let g = session.generate_gated(&self.params, gate, &mut |id| {
+            let piece = decoder.push(id);
+            if !piece.is_empty() {
+                on_text(&piece);
+                text.push_str(&piece);
+            }
+        })?;
+        self.generation.counts.accepted += g.counts.accepted;
+        self.generation.counts.resampled += g.counts.resampled;
+        match g.tokens.first() {
+            Some(&t) => {
+                self.generation.tokens.push(t);
+                if self.generation.tokens.len() >= self.limit {
+                    self.generation.stop = StopReason::MaxTokens;
+                    self.ended = true;
+                }
+            }
+            None => {
+                self.generation.stop = g.stop;
+                self.ended = true;
+            }
+        }
+        Ok(self.ended)
+    }
+
+    /// Tokens generated so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.generation.tokens
+    }
+
+    /// Ends the generation: flushes any held-back UTF-8 bytes to `on_text` and returns the
+    /// text and the generation (`stop` is `MaxTokens` if it was ended before it finished).
+    pub fn finish(mut self, on_text: &mut dyn FnMut(&str)) -> (String, GatedGeneration) {
+        let rest = self.decoder.finish();
+        if !rest.is_empty() {
+            on_text(&rest);
+            self.text.push_str(&rest);
+        }
+        (self.text, self.generation)
     }
 }

@@ -12,8 +12,10 @@ use nmk_kernel::ledger::{Ledger, ModelBinding};
 use nmk_kernel::output_gate::OutputGate;
 use nmk_kernel::proposer::Proposer;
 use nmk_kernel::router::MODEL_LANE;
-use nmk_neural::engine::{SamplingParams, Session, TokenGate, TokenVerdict};
-use nmk_neural::text::{Completion, PromptMode};
+use std::time::Instant;
+
+use nmk_neural::engine::{SamplingParams, Session};
+use nmk_neural::text::{Completion, PromptMode, TextError, TextStream};
 
 use crate::proposer::NeuralProposer;
 use crate::token_gate::KernelTokenGate;
@@ -97,30 +99,6 @@ impl std::fmt::Display for Cancelled {
 
 impl std::error::Error for Cancelled {}
 
-/// A token gate that ends the generation once `cancelled` says so, else defers to `inner`;
-/// `tripped` records that it did (an answer that ended on its own is not "cancelled").
-struct CancellableGate<'g, G> {
-    inner: &'g mut G,
-    cancelled: &'g dyn Fn() -> bool,
-    tripped: bool,
-}
-
-impl<G: TokenGate> TokenGate for CancellableGate<'_, G> {
-    fn masks(&self) -> bool {
-        self.inner.masks()
-    }
-    fn mask(&mut self, position: u64, logits: &mut [f32]) {
-        self.inner.mask(position, logits);
-    }
-    fn judge(&mut self, position: u64, candidate: u32, is_stop: bool) -> TokenVerdict {
-        if (self.cancelled)() {
-            self.tripped = true;
-            return TokenVerdict::Stop;
-        }
-        self.inner.judge(position, candidate, is_stop)
-    }
-}
-
 /// [`answer`], with two additions the HTTP server needs: `prompt_ids` replaces the encoding
 /// of `request.prompt` (a conversation rendered through the chat template; the commit trap's
 /// contract still names `request.prompt`), and `on_text` receives each piece of text the
@@ -139,105 +117,188 @@ pub fn answer_streaming(
     on_text: &mut dyn FnMut(&str),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<LaneAnswer> {
-    let m = proposer.model();
-    let ids = match prompt_ids {
-        Some(ids) => ids,
-        None => m.encode(request.prompt, request.mode)?,
-    };
-    let checks: Vec<Value> = gate.check_names().into_iter().map(Value::str).collect();
-    let mut kernel_gate = KernelTokenGate::new(gate, m.tokenizer());
-    let mut token_gate = CancellableGate {
-        inner: &mut kernel_gate,
-        cancelled,
-        tripped: false,
-    };
-    // Nothing is released while decoding: the commit trap judges the whole answer first.
-    let completion = match prefilled {
-        Some(mut p) if p.session.tokens() == ids.as_slice() => {
-            let t1 = std::time::Instant::now();
-            let (text, g) = m.continue_session(
-                &mut p.session,
-                request.max_tokens,
-                &request.sampling,
-                &mut token_gate,
-                on_text,
-            )?;
-            Completion {
-                text,
-                prompt_ids: ids.clone(),
-                ids: g.tokens,
-                stop: g.stop,
-                gate: g.counts,
-                prefill_s: p.prefill_s,
-                decode_s: t1.elapsed().as_secs_f64(),
-            }
+    let mut run = LaneRun::start(proposer, request, gate, prefilled, prompt_ids)?;
+    loop {
+        if cancelled() {
+            return Err(Cancelled.into());
         }
-        _ => m.generate_ids(
-            &ids,
-            request.max_tokens,
-            &request.sampling,
-            request.seed,
-            &mut token_gate,
-            on_text,
-        )?,
-    };
-    if token_gate.tripped {
-        return Err(Cancelled.into());
+        if run.step(on_text)? {
+            break;
+        }
     }
-    let gate = kernel_gate.gate();
-    let (gate_summary, gate_accepted, gate_complete) =
-        (gate.summary(), gate.stats().accepted, gate.complete());
-    let base = proposer.binding();
-    let s = &request.sampling;
-    let flt = |x: f32| Value::float(f64::from(x)).unwrap_or(Value::Null);
-    let binding = ModelBinding {
-        policy: hash_value(&Value::map([
-            ("base", Value::str(base.policy.to_hex())),
-            (
-                "mode",
-                Value::str(match request.mode {
-                    PromptMode::Raw => "raw",
-                    PromptMode::Chat => "chat",
-                }),
-            ),
-            ("temperature", flt(s.temperature)),
-            ("top_k", Value::int(s.top_k)),
-            ("top_p", flt(s.top_p)),
-            ("repeat_penalty", flt(s.repeat_penalty)),
-            ("seed", Value::int(request.seed)),
-            ("max_tokens", Value::int(request.max_tokens)),
-            ("gate_checks", Value::List(checks)),
-            (
-                "forbidden_ids",
-                Value::List(
-                    request
-                        .forbid_ids
-                        .iter()
-                        .map(|&i| Value::int(u64::from(i)))
-                        .collect(),
+    run.finish(ledger, request, on_text)
+}
+
+/// One model-lane answer in progress: the request is prefilled by [`LaneRun::start`], generated
+/// a token at a time by [`LaneRun::step`] (so a server can interleave many of them fairly), and
+/// judged whole by the commit trap in [`LaneRun::finish`]. Stepping to the end and finishing is
+/// exactly [`answer_streaming`], which is built on it.
+pub struct LaneRun<'m> {
+    proposer: &'m NeuralProposer,
+    session: Session,
+    gate: KernelTokenGate<'m>,
+    stream: TextStream<'m>,
+    checks: Vec<Value>,
+    prompt_ids: Vec<u32>,
+    prefill_s: f64,
+    decode_started: Instant,
+}
+
+impl std::fmt::Debug for LaneRun<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaneRun")
+            .field("prompt_tokens", &self.prompt_ids.len())
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
+impl<'m> LaneRun<'m> {
+    /// Prefills `request` (or takes over `prefilled` when it holds exactly the request's
+    /// tokens); `prompt_ids` replaces the encoding of `request.prompt` as in
+    /// [`answer_streaming`]. Fails with [`TextError::ContextOverflow`] when the prompt and
+    /// `max_tokens` do not fit the model's context.
+    pub fn start(
+        proposer: &'m NeuralProposer,
+        request: &LaneRequest<'_>,
+        gate: OutputGate,
+        prefilled: Option<Prefilled>,
+        prompt_ids: Option<Vec<u32>>,
+    ) -> Result<LaneRun<'m>> {
+        let m = proposer.model();
+        let ids = match prompt_ids {
+            Some(ids) => ids,
+            None => m.encode(request.prompt, request.mode)?,
+        };
+        let context = m.model().config().n_ctx_train as u64;
+        if (ids.len() + request.max_tokens) as u64 > context {
+            return Err(TextError::ContextOverflow {
+                prompt: ids.len(),
+                max_tokens: request.max_tokens,
+                context,
+            }
+            .into());
+        }
+        let checks: Vec<Value> = gate.check_names().into_iter().map(Value::str).collect();
+        let (session, prefill_s) = match prefilled {
+            Some(p) if p.session.tokens() == ids.as_slice() => (p.session, p.prefill_s),
+            _ => {
+                let mut session = m.session(request.seed)?;
+                let t0 = Instant::now();
+                session.prefill(&ids)?;
+                let _ = session.logits()?;
+                (session, t0.elapsed().as_secs_f64())
+            }
+        };
+        Ok(LaneRun {
+            proposer,
+            session,
+            gate: KernelTokenGate::new(gate, m.tokenizer()),
+            stream: m.stream(request.max_tokens, &request.sampling),
+            checks,
+            prompt_ids: ids,
+            prefill_s,
+            decode_started: Instant::now(),
+        })
+    }
+
+    /// Generates at most one token through the per-token gate (accepted text to `on_text`);
+    /// returns whether the generation has ended. Nothing is released: the text is judged whole
+    /// by [`LaneRun::finish`].
+    pub fn step(&mut self, on_text: &mut dyn FnMut(&str)) -> Result<bool> {
+        Ok(self
+            .stream
+            .step(&mut self.session, &mut self.gate, on_text)?)
+    }
+
+    /// Tokens generated so far.
+    pub fn generated(&self) -> usize {
+        self.stream.tokens().len()
+    }
+
+    /// Has the commit trap judge the whole answer on `ledger` (call once [`LaneRun::step`]
+    /// returned true); binds this request's decode policy, not only the proposer's default.
+    pub fn finish(
+        self,
+        ledger: &Ledger,
+        request: &LaneRequest<'_>,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<LaneAnswer> {
+        let LaneRun {
+            proposer,
+            gate: kernel_gate,
+            stream,
+            checks,
+            prompt_ids,
+            prefill_s,
+            decode_started,
+            ..
+        } = self;
+        let (text, g) = stream.finish(on_text);
+        let completion = Completion {
+            text,
+            prompt_ids,
+            ids: g.tokens,
+            stop: g.stop,
+            gate: g.counts,
+            prefill_s,
+            decode_s: decode_started.elapsed().as_secs_f64(),
+        };
+        let gate = kernel_gate.gate();
+        let (gate_summary, gate_accepted, gate_complete) =
+            (gate.summary(), gate.stats().accepted, gate.complete());
+        let base = proposer.binding();
+        let s = &request.sampling;
+        let flt = |x: f32| Value::float(f64::from(x)).unwrap_or(Value::Null);
+        let binding = ModelBinding {
+            policy: hash_value(&Value::map([
+                ("base", Value::str(base.policy.to_hex())),
+                (
+                    "mode",
+                    Value::str(match request.mode {
+                        PromptMode::Raw => "raw",
+                        PromptMode::Chat => "chat",
+                    }),
                 ),
-            ),
-        ])),
-        ..base
-    };
-    let mut trap =
-        CommitTrap::new(ledger.clone(), Budget::new(BudgetLimits::default())).with_model(binding);
-    let contract = Contract {
-        otype: Some(if request.shape_json {
-            OutputType::Json
-        } else {
-            OutputType::Text
-        }),
-        prompt: request.prompt.to_owned(),
-        ..Contract::new(MODEL_LANE)
-    };
-    let t = ledger.len()?;
-    let decision = trap.commit(&completion.text, &contract, t, ValidationLevel::Syntax);
-    Ok(LaneAnswer {
-        completion,
-        decision,
-        gate_summary,
-        gate_accepted,
-        gate_complete,
-    })
+                ("temperature", flt(s.temperature)),
+                ("top_k", Value::int(s.top_k)),
+                ("top_p", flt(s.top_p)),
+                ("repeat_penalty", flt(s.repeat_penalty)),
+                ("seed", Value::int(request.seed)),
+                ("max_tokens", Value::int(request.max_tokens)),
+                ("gate_checks", Value::List(checks)),
+                (
+                    "forbidden_ids",
+                    Value::List(
+                        request
+                            .forbid_ids
+                            .iter()
+                            .map(|&i| Value::int(u64::from(i)))
+                            .collect(),
+                    ),
+                ),
+            ])),
+            ..base
+        };
+        let mut trap = CommitTrap::new(ledger.clone(), Budget::new(BudgetLimits::default()))
+            .with_model(binding);
+        let contract = Contract {
+            otype: Some(if request.shape_json {
+                OutputType::Json
+            } else {
+                OutputType::Text
+            }),
+            prompt: request.prompt.to_owned(),
+            ..Contract::new(MODEL_LANE)
+        };
+        let t = ledger.len()?;
+        let decision = trap.commit(&completion.text, &contract, t, ValidationLevel::Syntax);
+        Ok(LaneAnswer {
+            completion,
+            decision,
+            gate_summary,
+            gate_accepted,
+            gate_complete,
+        })
+    }
 }

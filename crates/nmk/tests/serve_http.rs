@@ -392,7 +392,11 @@ fn burst(addr: &str, n: usize) -> Vec<(u16, Option<String>)> {
 #[test]
 fn a_full_queue_refuses_with_429_and_a_larger_one_serves_all() {
     let home = tempfile::tempdir().unwrap();
-    let small = start(home.path(), &["--max-queue", "1", "--max-tokens", "40"]);
+    // One lane, so the burst cannot be absorbed by lanes decoding side by side.
+    let small = start(
+        home.path(),
+        &["--max-queue", "1", "--max-lanes", "1", "--max-tokens", "40"],
+    );
     let statuses = burst(&small.addr, 4);
     let refused = statuses.iter().filter(|(s, _)| *s == 429).count();
     let served = statuses.iter().filter(|(s, _)| *s == 200).count();
@@ -408,7 +412,10 @@ fn a_full_queue_refuses_with_429_and_a_larger_one_serves_all() {
     drop(small);
 
     let home = tempfile::tempdir().unwrap();
-    let large = start(home.path(), &["--max-queue", "8", "--max-tokens", "40"]);
+    let large = start(
+        home.path(),
+        &["--max-queue", "8", "--max-lanes", "1", "--max-tokens", "40"],
+    );
     let statuses = burst(&large.addr, 4);
     assert!(statuses.iter().all(|(s, _)| *s == 200), "{statuses:?}");
 }
@@ -546,7 +553,8 @@ fn a_request_past_its_deadline_gets_504_and_its_generation_is_cut() {
 #[test]
 fn a_primitive_answers_at_once_while_the_model_decodes() {
     let home = tempfile::tempdir().unwrap();
-    let srv = start(home.path(), &["--max-tokens", "256"]);
+    // One lane: the contrast below is a model request that must wait for the decode.
+    let srv = start(home.path(), &["--max-tokens", "256", "--max-lanes", "1"]);
     let addr = srv.addr.clone();
     let long = std::thread::spawn(move || {
         chat(&addr, &user("Write a long story about a lighthouse.", 256))
@@ -573,4 +581,63 @@ fn a_primitive_answers_at_once_while_the_model_decodes() {
         model_s > 4.0 * primitive_s.max(0.05),
         "{model_s} vs {primitive_s}"
     );
+}
+
+/// Starts a long model request on `addr`, then (300 ms later) two short ones at once; returns
+/// the replies and when each finished, in seconds from the start: `(long, short_a, short_b)`.
+fn short_ones_during_a_long_one(addr: &str, a: &Value, b: &Value) -> [(Resp, f64); 3] {
+    let t0 = std::time::Instant::now();
+    let spawn = |body: Value, delay_ms: u64| {
+        let addr = addr.to_owned();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            let r = chat(&addr, &body);
+            (r, t0.elapsed().as_secs_f64())
+        })
+    };
+    let long = spawn(user("Write a long story about a lighthouse.", 256), 0);
+    let short_a = spawn(a.clone(), 300);
+    let short_b = spawn(b.clone(), 300);
+    [long, short_a, short_b].map(|h| h.join().unwrap())
+}
+
+#[test]
+fn lanes_interleave_fairly_and_each_decodes_as_if_alone() {
+    let a = user("Write a short poem about rain.", 48);
+    let b = user("Name three colours.", 24);
+    let text = |r: &Resp| {
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let home = tempfile::tempdir().unwrap();
+    let srv = start(home.path(), &["--max-tokens", "256"]);
+    let (alone_a, alone_b) = (text(&chat(&srv.addr, &a)), text(&chat(&srv.addr, &b)));
+    let [(long, long_s), (ra, a_s), (rb, b_s)] = short_ones_during_a_long_one(&srv.addr, &a, &b);
+    let long_tokens = long.json()["usage"]["completion_tokens"].as_u64().unwrap();
+    eprintln!(
+        "lanes: a {long_tokens}-token answer finished at {long_s:.2} s, the short ones (sent at 0.3 s) at {a_s:.2} s and {b_s:.2} s"
+    );
+    assert!(long_tokens > 64, "{}", long.body);
+    // Fair: the short requests did not wait for the long one.
+    assert!(a_s < long_s && b_s < long_s, "{a_s} {b_s} vs {long_s}");
+    // Interleaving changes nothing in an answer: each equals the same request decoded alone.
+    assert_eq!(text(&ra), alone_a);
+    assert_eq!(text(&rb), alone_b);
+    drop(srv);
+    assert_eq!(
+        nmk(home.path(), &["ledger", "verify"]).status.code(),
+        Some(0)
+    );
+
+    // Contrast: with one lane the short requests wait until the long answer is done.
+    let home = tempfile::tempdir().unwrap();
+    let srv = start(home.path(), &["--max-tokens", "256", "--max-lanes", "1"]);
+    let [(long, long_s), (ra, a_s), (rb, b_s)] = short_ones_during_a_long_one(&srv.addr, &a, &b);
+    assert_eq!(long.status, 200, "{}", long.body);
+    assert!(a_s > long_s && b_s > long_s, "{a_s} {b_s} vs {long_s}");
+    assert_eq!(text(&ra), alone_a);
+    assert_eq!(text(&rb), alone_b);
 }

@@ -2,11 +2,13 @@
 //! model thread it feeds, which owns the model. Requests arrive on a bounded channel (its
 //! capacity is the server's queue: a full channel is the HTTP layer's 429); the kernel thread
 //! routes each one first — a proven primitive answers at once with zero model tokens, even
-//! while the model is decoding — else hands it to the model thread (one at a time, when the
-//! model takes it), where the model lane generates through the per-token gate and the commit
-//! trap judges the whole answer on the same ledger handle. Every ledger entry of a request is
-//! written before its reply is sent. One request is decoded at a time (no interleaving yet). A
-//! generation whose deadline passes or whose client leaves is cut at the next token and not
+//! while the model is decoding — else hands it to the model thread when a lane is free. The
+//! model thread decodes several requests at once as lanes, one token per lane per round (fair:
+//! no request waits more than a round for its next token); each generates through the
+//! per-token gate and the commit trap judges the whole answer on the same ledger handle. Every
+//! ledger entry of a request is written before its reply is sent. Lanes are interleaved, not
+//! batched: each token is its own forward pass, so the model's total throughput is that of one
+//! decode shared among the lanes. A generation whose deadline passes or whose client leaves is cut at the next token and not
 //! judged (its route decision stays ledgered; no commit entry is written for a cut answer). This
 //! module owns the order of work; every decision is the kernel's, and it never touches HTTP.
 
@@ -25,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::http::ApiError;
 use super::openai::{Ask, Validated};
-use crate::model_lane::{Cancelled, LaneRequest, answer_streaming};
+use crate::model_lane::{Cancelled, LaneRequest, LaneRun};
 use crate::proposer::NeuralProposer;
 use crate::route_lane::Front;
 
@@ -82,6 +84,13 @@ impl Sink {
         }
     }
 
+    /// Sends text the per-token gate accepted (a whole reply ignores pieces).
+    fn text(&self, piece: &str) {
+        if let Sink::Stream(tx) = self {
+            let _ = tx.send(StreamEvent::Text(piece.to_owned()));
+        }
+    }
+
     fn finish(self, result: Result<Reply, ApiError>) {
         // A client that went away is not an error of the kernel: its entries are written.
         match self {
@@ -127,6 +136,7 @@ pub fn spawn(
     model: &str,
     threads: usize,
     queue: usize,
+    lanes: usize,
 ) -> Result<(mpsc::Sender<Job>, JoinHandle<()>)> {
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(queue.max(1));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
@@ -140,7 +150,7 @@ pub fn spawn(
                     tracing::warn!("learned primitive {entry} not routed: {why}");
                 }
                 let (model_tx, model_thread) =
-                    spawn_model_thread(front.ledger.clone(), &model, threads)?;
+                    spawn_model_thread(front.ledger.clone(), &model, threads, lanes)?;
                 Ok((front, model_tx, model_thread))
             });
             let (front, model_tx, model_thread) = match started {
@@ -169,12 +179,14 @@ pub fn spawn(
 }
 
 /// The model thread: owns the model, shares the kernel's ledger (one chain, one handle) for
-/// the commit trap. Its channel holds no request: the kernel thread hands one over only when
-/// the model takes it, so routed requests do not pile up beyond the HTTP queue.
+/// the commit trap, and decodes up to `lanes` requests at once. Its channel holds no request:
+/// the kernel thread hands one over only when the model takes it (a free lane), so routed
+/// requests do not pile up beyond the HTTP queue.
 fn spawn_model_thread(
     ledger: Ledger,
     model: &str,
     threads: usize,
+    lanes: usize,
 ) -> Result<(std::sync::mpsc::SyncSender<ModelJob>, JoinHandle<()>)> {
     let path = crate::commands::model::resolve_with_progress(model, true)?;
     let proposer = NeuralProposer::load(model, &path, threads)?;
@@ -182,19 +194,91 @@ fn spawn_model_thread(
     let handle = std::thread::Builder::new()
         .name("nmk-model".into())
         .spawn(move || {
-            while let Ok(job) = rx.recv() {
-                let result = if Instant::now() >= job.deadline {
-                    Err(ApiError::deadline())
-                } else {
-                    model_reply(&ledger, &proposer, &job)
-                };
-                log_result(&job.id, job.t0, &result);
-                job.sink.finish(result);
-            }
+            decode_lanes(&ledger, &proposer, &rx, lanes.max(1));
             tracing::info!("model thread: drained, stopping");
         })
         .context("starting the model thread")?;
     Ok((tx, handle))
+}
+
+/// A request the model is decoding.
+struct ActiveLane<'m> {
+    job: ModelJob,
+    run: LaneRun<'m>,
+}
+
+/// Fair decoding: between rounds, free lanes take waiting requests in arrival order (each is
+/// prefilled as it joins); a round then advances every lane by exactly one gated token, in the
+/// order they joined, so no request waits more than one round for its next token however long
+/// the others are. A lane whose deadline passed or whose client left is cut before its next
+/// token (not judged, as in `answer_streaming`); a finished lane is judged whole by the commit
+/// trap and its reply sent at once. Ends when the channel is closed and every lane finished.
+fn decode_lanes(
+    ledger: &Ledger,
+    proposer: &NeuralProposer,
+    jobs: &std::sync::mpsc::Receiver<ModelJob>,
+    lanes: usize,
+) {
+    use std::sync::mpsc::TryRecvError;
+    let mut active: std::collections::VecDeque<ActiveLane<'_>> =
+        std::collections::VecDeque::with_capacity(lanes);
+    let mut open = true;
+    loop {
+        while open && active.len() < lanes {
+            let next = if active.is_empty() {
+                jobs.recv().ok()
+            } else {
+                match jobs.try_recv() {
+                    Ok(job) => Some(job),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => None,
+                }
+            };
+            let Some(job) = next else {
+                open = false;
+                break;
+            };
+            if Instant::now() >= job.deadline || job.sink.client_gone() {
+                finish_job(job, Err(ApiError::deadline()));
+                continue;
+            }
+            match start_lane(proposer, &job) {
+                Ok(run) => active.push_back(ActiveLane { job, run }),
+                Err(e) => finish_job(job, Err(e)),
+            }
+        }
+        if active.is_empty() {
+            if open {
+                continue;
+            }
+            return;
+        }
+        for _ in 0..active.len() {
+            let Some(mut lane) = active.pop_front() else {
+                break;
+            };
+            if Instant::now() >= lane.job.deadline || lane.job.sink.client_gone() {
+                tracing::warn!(id = %lane.job.id, tokens = lane.run.generated(), "cut: deadline passed or client left");
+                finish_job(lane.job, Err(ApiError::deadline()));
+                continue;
+            }
+            let sink = &lane.job.sink;
+            match lane.run.step(&mut |piece| sink.text(piece)) {
+                Ok(false) => active.push_back(lane),
+                Ok(true) => {
+                    let ActiveLane { job, run } = lane;
+                    let result = finish_lane(ledger, &job, run);
+                    finish_job(job, result);
+                }
+                Err(e) => finish_job(lane.job, Err(lane_error(e))),
+            }
+        }
+    }
+}
+
+fn finish_job(job: ModelJob, result: Result<Reply, ApiError>) {
+    log_result(&job.id, job.t0, &result);
+    job.sink.finish(result);
 }
 
 fn log_result(id: &str, t0: Instant, result: &Result<Reply, ApiError>) {
@@ -275,9 +359,7 @@ fn route(front: &mut Front, ask: &Validated, sink: &Sink) -> Result<Routing, Api
         .map_err(|e| ApiError::internal(format!("routing failed: {e:#}")))?;
     let lane_reason = match &routed.outcome {
         Outcome::Answered(a) => {
-            if let Sink::Stream(tx) = sink {
-                let _ = tx.send(StreamEvent::Text(a.text.clone()));
-            }
+            sink.text(&a.text);
             return Ok(Routing::Answered(Box::new(primitive_reply(&routed, a))));
         }
         Outcome::ModelLane { .. } if context_turns => "conversation_context".to_owned(),
@@ -321,17 +403,32 @@ fn primitive_reply(routed: &Routed, a: &Answered) -> Reply {
     }
 }
 
-fn model_reply(
-    ledger: &Ledger,
-    proposer: &NeuralProposer,
-    job: &ModelJob,
-) -> Result<Reply, ApiError> {
-    let (ask, sink, deadline) = (&job.ask, &job.sink, job.deadline);
-    let (routed, lane_reason) = (&job.routed, job.lane_reason.as_str());
+/// How the model is asked for `ask`, and the prompt ids of a conversation (rendered through
+/// the chat template; `None` for raw text, which the lane encodes itself).
+fn lane_request(ask: &Validated) -> LaneRequest<'_> {
     let (request, _) = split_request(ask);
+    LaneRequest {
+        prompt: request,
+        mode: match &ask.ask {
+            Ask::Chat(_) => PromptMode::Chat,
+            Ask::Raw(_) => PromptMode::Raw,
+        },
+        sampling: SamplingParams {
+            temperature: ask.temperature,
+            top_p: ask.top_p,
+            ..SamplingParams::greedy()
+        },
+        seed: ask.seed,
+        max_tokens: ask.max_tokens,
+        forbid_ids: &[],
+        shape_json: false,
+    }
+}
+
+fn start_lane<'m>(proposer: &'m NeuralProposer, job: &ModelJob) -> Result<LaneRun<'m>, ApiError> {
     let gate = crate::token_gate::build_gate(&[], false, None)
         .map_err(|e| ApiError::internal(format!("building the token gate: {e}")))?;
-    let (mode, prompt_ids) = match &ask.ask {
+    let prompt_ids = match &job.ask.ask {
         Ask::Chat(turns) => {
             let messages: Vec<ChatMessage> = turns
                 .iter()
@@ -342,38 +439,21 @@ fn model_reply(
                 .tokenizer()
                 .encode_chat(&messages, true)
                 .map_err(|e| ApiError::bad_request(format!("rendering the chat template: {e}")))?;
-            (PromptMode::Chat, Some(ids))
+            Some(ids)
         }
-        Ask::Raw(_) => (PromptMode::Raw, None),
+        Ask::Raw(_) => None,
     };
-    let mut forward = |piece: &str| {
-        if let Sink::Stream(tx) = sink {
-            let _ = tx.send(StreamEvent::Text(piece.to_owned()));
-        }
-    };
-    let lane = answer_streaming(
-        ledger,
-        proposer,
-        &LaneRequest {
-            prompt: request,
-            mode,
-            sampling: SamplingParams {
-                temperature: ask.temperature,
-                top_p: ask.top_p,
-                ..SamplingParams::greedy()
-            },
-            seed: ask.seed,
-            max_tokens: ask.max_tokens,
-            forbid_ids: &[],
-            shape_json: false,
-        },
-        gate,
-        None,
-        prompt_ids,
-        &mut forward,
-        &|| Instant::now() >= deadline || sink.client_gone(),
-    )
-    .map_err(lane_error)?;
+    LaneRun::start(proposer, &lane_request(&job.ask), gate, None, prompt_ids).map_err(lane_error)
+}
+
+fn finish_lane(ledger: &Ledger, job: &ModelJob, run: LaneRun<'_>) -> Result<Reply, ApiError> {
+    let sink = &job.sink;
+    let lane = run
+        .finish(ledger, &lane_request(&job.ask), &mut |piece| {
+            sink.text(piece)
+        })
+        .map_err(lane_error)?;
+    let (routed, lane_reason) = (&job.routed, job.lane_reason.as_str());
     let (c, d) = (&lane.completion, &lane.decision);
     let finish = if !d.committed() {
         Finish::Withheld

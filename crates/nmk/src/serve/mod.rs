@@ -46,10 +46,14 @@ pub struct ServeArgs {
     /// Port to listen on (0 = any free port; the chosen one is printed).
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// Requests that may wait to be routed (besides the one the model is decoding and the one
+    /// Requests that may wait to be routed (besides those the model is decoding and the one
     /// routed to it next); more get 429. Primitives are answered even while the model decodes.
     #[arg(long, default_value_t = 16)]
     max_queue: usize,
+    /// Requests the model decodes at once, interleaved fairly (one token per lane per round);
+    /// more wait in the queue.
+    #[arg(long, default_value_t = 8)]
+    max_lanes: usize,
     /// Most tokens one request may generate (a request asking for more gets 400).
     #[arg(long, default_value_t = 512)]
     max_tokens: usize,
@@ -67,11 +71,16 @@ pub struct ServeArgs {
 
 /// Runs `nmk serve` until SIGTERM or SIGINT.
 pub fn run(home: &Path, args: &ServeArgs) -> Result<Code> {
-    if args.max_queue == 0 || args.max_tokens == 0 || args.deadline_s == 0 {
-        bail!("--max-queue, --max-tokens and --deadline-s must be at least 1");
+    if args.max_queue == 0 || args.max_lanes == 0 || args.max_tokens == 0 || args.deadline_s == 0 {
+        bail!("--max-queue, --max-lanes, --max-tokens and --deadline-s must be at least 1");
     }
-    let (jobs, kernel) =
-        kernel_thread::spawn(home, &args.model.model, args.model.threads, args.max_queue)?;
+    let (jobs, kernel) = kernel_thread::spawn(
+        home,
+        &args.model.model,
+        args.model.threads,
+        args.max_queue,
+        args.max_lanes,
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
