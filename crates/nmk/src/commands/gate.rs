@@ -9,7 +9,6 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 use nmk_det::gate::gapfile::GapFileError;
-use nmk_kernel::learn::{Provenance, Purpose, admit, record_admission};
 
 use super::Output;
 use super::learned::{self, admission_json, fmt_counts};
@@ -68,25 +67,11 @@ pub fn run(home: &std::path::Path, out: &Output, args: &GateArgs) -> Result<Code
         config.seed = seed;
     }
     let mut kernel = learned::open(home)?;
-    let adm = admit(&gap, &code, &sandbox, &config);
-    let provenance = Provenance::user();
-    let entry = record_admission(
-        &kernel.ledger,
-        &gap,
-        &adm,
-        &config,
-        &provenance,
-        Purpose::Admit,
-    )?;
-    let registered = if adm.admitted && args.register {
-        Some(
-            kernel
-                .registry
-                .register(&gap, &code, &adm, &entry, &provenance)?,
-        )
-    } else {
-        None
-    };
+    let learned::Gated {
+        admission: adm,
+        entry,
+        registered,
+    } = learned::gate_user_program(&mut kernel, &sandbox, &gap, &code, &config, args.register)?;
     let elapsed = started.elapsed();
     if out.json {
         let mut v = admission_json(&adm);

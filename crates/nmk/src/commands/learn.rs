@@ -234,35 +234,12 @@ pub fn run(home: &std::path::Path, out: &Output, args: &LearnArgs) -> Result<Cod
             &config,
             &mut on_event,
         )?;
-        let attempts_json: Vec<serde_json::Value> = outcome
-            .attempts
-            .iter()
-            .map(|a| {
-                serde_json::json!({
-                    "attempt": a.attempt,
-                    "reason": a.reason,
-                    "admitted": a.admitted,
-                    "tokens": a.tokens,
-                    "code_hash": a.code_hash.map(|h| h.to_hex()),
-                    "prompt_hash": a.prompt_hash.to_hex(),
-                    "ledger_seq": a.ledger.map(|h| h.seq),
-                    "feedback": a.feedback,
-                    "elapsed_ms": a.elapsed.as_millis() as u64,
-                })
-            })
-            .collect();
+        let mut json = learned::outcome_json(&outcome);
+        if let Some(obj) = json.as_object_mut() {
+            obj.insert("gap".into(), path.display().to_string().into());
+        }
         results.push(GapResult {
-            json: serde_json::json!({
-                "gap": path.display().to_string(),
-                "entry": outcome.entry,
-                "admitted": outcome.admitted,
-                "registered": outcome.registered.is_some(),
-                "reason": outcome.reason,
-                "attempts": attempts_json,
-                "tokens": outcome.tokens,
-                "code": outcome.code,
-                "elapsed_ms": outcome.elapsed.as_millis() as u64,
-            }),
+            json,
             admitted: outcome.admitted,
         });
     }

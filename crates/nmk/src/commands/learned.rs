@@ -9,8 +9,11 @@ use nmk_det::Value;
 use nmk_det::gate::gapfile::{GapFile, GapFileError};
 use nmk_det::gate::{Gap, GateConfig};
 use nmk_det::sandbox::Sandbox;
-use nmk_kernel::learn::{Admission, PrimitiveRecord, PrimitiveRegistry};
-use nmk_kernel::ledger::Ledger;
+use nmk_kernel::learn::{
+    Admission, AttemptRecord, LearnOutcome, PrimitiveRecord, PrimitiveRegistry, Provenance,
+    Purpose, admit, record_admission,
+};
+use nmk_kernel::ledger::{Ledger, LedgerEntry};
 use nmk_kernel::store::{Durability, database_path};
 
 /// The ledger and the learned-primitive registry of one kernel home.
@@ -133,4 +136,81 @@ pub fn record_json(rec: &PrimitiveRecord, with_code: bool) -> serde_json::Value 
         obj.insert("report".into(), value_json(&rec.report));
     }
     v
+}
+
+/// A user's program put through the admission pipeline: the verdict, its ledger entry, and the
+/// stored record when it was admitted and registration was asked for.
+pub struct Gated {
+    /// The verdict.
+    pub admission: Admission,
+    /// The verdict's ledger entry.
+    pub entry: LedgerEntry,
+    /// The learned primitive, when registered.
+    pub registered: Option<PrimitiveRecord>,
+}
+
+/// Gates `code` (a user's program, no model involved) for `gap` under `config`, records the
+/// verdict in the ledger and, when admitted and `register`, stores the program as a learned
+/// primitive. Shared by `nmk gate` and the server's gap endpoint.
+pub fn gate_user_program(
+    kernel: &mut Kernel,
+    sandbox: &Sandbox,
+    gap: &Gap,
+    code: &str,
+    config: &GateConfig,
+    register: bool,
+) -> Result<Gated> {
+    let admission = admit(gap, code, sandbox, config);
+    let provenance = Provenance::user();
+    let entry = record_admission(
+        &kernel.ledger,
+        gap,
+        &admission,
+        config,
+        &provenance,
+        Purpose::Admit,
+    )?;
+    let registered = if admission.admitted && register {
+        Some(
+            kernel
+                .registry
+                .register(gap, code, &admission, &entry, &provenance)?,
+        )
+    } else {
+        None
+    };
+    Ok(Gated {
+        admission,
+        entry,
+        registered,
+    })
+}
+
+/// One attempt of `nmk learn` as JSON.
+pub fn attempt_json(a: &AttemptRecord) -> serde_json::Value {
+    serde_json::json!({
+        "attempt": a.attempt,
+        "reason": a.reason,
+        "admitted": a.admitted,
+        "tokens": a.tokens,
+        "code_hash": a.code_hash.map(|h| h.to_hex()),
+        "prompt_hash": a.prompt_hash.to_hex(),
+        "ledger_seq": a.ledger.map(|h| h.seq),
+        "feedback": a.feedback,
+        "elapsed_ms": a.elapsed.as_millis() as u64,
+    })
+}
+
+/// The outcome of `nmk learn` on one gap as JSON (without the gap file's path).
+pub fn outcome_json(outcome: &LearnOutcome) -> serde_json::Value {
+    serde_json::json!({
+        "entry": outcome.entry,
+        "admitted": outcome.admitted,
+        "registered": outcome.registered.is_some(),
+        "reason": outcome.reason,
+        "attempts": outcome.attempts.iter().map(attempt_json).collect::<Vec<_>>(),
+        "tokens": outcome.tokens,
+        "code": outcome.code,
+        "elapsed_ms": outcome.elapsed.as_millis() as u64,
+    })
 }

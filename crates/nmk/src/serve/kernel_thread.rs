@@ -2,7 +2,8 @@
 //! model thread it feeds, which owns the model. Requests arrive on a bounded channel (its
 //! capacity is the server's queue: a full channel is the HTTP layer's 429); the kernel thread
 //! routes each one first — a proven primitive answers at once with zero model tokens, even
-//! while the model is decoding — else hands it to the model thread when a lane is free. The
+//! while the model is decoding — else hands it to the model thread without waiting (at most a queue's worth of routed
+//! requests wait for a lane; more get 429), so a primitive never waits behind model requests. The
 //! model thread decodes several requests at once as lanes, one token per lane per round (fair:
 //! no request waits more than a round for its next token); each generates through the
 //! per-token gate and the commit trap judges the whole answer on the same ledger handle. Every
@@ -13,6 +14,8 @@
 //! module owns the order of work; every decision is the kernel's, and it never touches HTTP.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -142,6 +145,9 @@ pub fn spawn(
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let home: PathBuf = home.to_path_buf();
     let model = model.to_owned();
+    // Routed requests waiting for a free lane; the kernel thread never blocks on them, so a
+    // primitive is answered at once however many model requests are waiting.
+    let waiting = Arc::new(AtomicUsize::new(0));
     let handle = std::thread::Builder::new()
         .name("nmk-kernel".into())
         .spawn(move || {
@@ -149,8 +155,13 @@ pub fn spawn(
                 for (entry, why) in &front.refused {
                     tracing::warn!("learned primitive {entry} not routed: {why}");
                 }
-                let (model_tx, model_thread) =
-                    spawn_model_thread(front.ledger.clone(), &model, threads, lanes)?;
+                let (model_tx, model_thread) = spawn_model_thread(
+                    front.ledger.clone(),
+                    &model,
+                    threads,
+                    lanes,
+                    waiting.clone(),
+                )?;
                 Ok((front, model_tx, model_thread))
             });
             let (front, model_tx, model_thread) = match started {
@@ -163,7 +174,7 @@ pub fn spawn(
                     return;
                 }
             };
-            route_jobs(front, jobs_rx, &model_tx);
+            route_jobs(front, jobs_rx, &model_tx, &waiting, queue);
             // The model thread ends once its channel is closed and drained.
             drop(model_tx);
             if model_thread.join().is_err() {
@@ -179,22 +190,22 @@ pub fn spawn(
 }
 
 /// The model thread: owns the model, shares the kernel's ledger (one chain, one handle) for
-/// the commit trap, and decodes up to `lanes` requests at once. Its channel holds no request:
-/// the kernel thread hands one over only when the model takes it (a free lane), so routed
-/// requests do not pile up beyond the HTTP queue.
+/// the commit trap, and decodes up to `lanes` requests at once. Routed requests wait in its
+/// channel; `waiting` counts them (the kernel thread refuses more than the queue allows).
 fn spawn_model_thread(
     ledger: Ledger,
     model: &str,
     threads: usize,
     lanes: usize,
-) -> Result<(std::sync::mpsc::SyncSender<ModelJob>, JoinHandle<()>)> {
+    waiting: Arc<AtomicUsize>,
+) -> Result<(std::sync::mpsc::Sender<ModelJob>, JoinHandle<()>)> {
     let path = crate::commands::model::resolve_with_progress(model, true)?;
     let proposer = NeuralProposer::load(model, &path, threads)?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<ModelJob>(0);
+    let (tx, rx) = std::sync::mpsc::channel::<ModelJob>();
     let handle = std::thread::Builder::new()
         .name("nmk-model".into())
         .spawn(move || {
-            decode_lanes(&ledger, &proposer, &rx, lanes.max(1));
+            decode_lanes(&ledger, &proposer, &rx, lanes.max(1), &waiting);
             tracing::info!("model thread: drained, stopping");
         })
         .context("starting the model thread")?;
@@ -218,6 +229,7 @@ fn decode_lanes(
     proposer: &NeuralProposer,
     jobs: &std::sync::mpsc::Receiver<ModelJob>,
     lanes: usize,
+    waiting: &AtomicUsize,
 ) {
     use std::sync::mpsc::TryRecvError;
     let mut active: std::collections::VecDeque<ActiveLane<'_>> =
@@ -238,6 +250,7 @@ fn decode_lanes(
                 open = false;
                 break;
             };
+            waiting.fetch_sub(1, Ordering::SeqCst);
             if Instant::now() >= job.deadline || job.sink.client_gone() {
                 finish_job(job, Err(ApiError::deadline()));
                 continue;
@@ -298,7 +311,9 @@ fn log_result(id: &str, t0: Instant, result: &Result<Reply, ApiError>) {
 fn route_jobs(
     mut front: Front,
     mut jobs: mpsc::Receiver<Job>,
-    model: &std::sync::mpsc::SyncSender<ModelJob>,
+    model: &std::sync::mpsc::Sender<ModelJob>,
+    waiting: &AtomicUsize,
+    queue: usize,
 ) {
     // Ends when every sender is gone: the server stopped accepting and the queue is drained.
     while let Some(job) = jobs.blocking_recv() {
@@ -326,6 +341,15 @@ fn route_jobs(
                 sink.finish(result);
             }
             Ok(Routing::ModelLane(routed, lane_reason)) => {
+                // Back-pressure for the model: its ledgered route decision stands; the client
+                // is told to retry.
+                if waiting.load(Ordering::SeqCst) >= queue {
+                    let result = Err(ApiError::queue_full(queue));
+                    log_result(&id, t0, &result);
+                    sink.finish(result);
+                    continue;
+                }
+                waiting.fetch_add(1, Ordering::SeqCst);
                 let job = ModelJob {
                     id,
                     ask,
@@ -336,6 +360,7 @@ fn route_jobs(
                     t0,
                 };
                 if let Err(std::sync::mpsc::SendError(job)) = model.send(job) {
+                    waiting.fetch_sub(1, Ordering::SeqCst);
                     job.sink
                         .finish(Err(ApiError::internal("the model thread is gone")));
                 }

@@ -46,8 +46,8 @@ pub struct ServeArgs {
     /// Port to listen on (0 = any free port; the chosen one is printed).
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// Requests that may wait to be routed (besides those the model is decoding and the one
-    /// routed to it next); more get 429. Primitives are answered even while the model decodes.
+    /// Requests that may wait to be routed, and (separately) routed requests that may wait for
+    /// a free lane; more get 429. Primitives never wait for the model.
     #[arg(long, default_value_t = 16)]
     max_queue: usize,
     /// Requests the model decodes at once, interleaved fairly (one token per lane per round);
