@@ -44,29 +44,7 @@ impl Front {
             .with_context(|| format!("opening {}", db.display()))?;
         let memory = MemoryStore::open(&db, MemoryConfig::default(), ledger.clone())
             .map_err(|e| e.to_string());
-        let mut router = Router::with_builtins(RouterConfig::default());
-        let mut refused = Vec::new();
-        let mut registry = PrimitiveRegistry::open(&db, Durability::Process)
-            .with_context(|| format!("opening {}", db.display()))?;
-        let report = registry.reload(&ledger, Recheck::Hashes, None)?;
-        for r in report.refused {
-            refused.push((r.entry, r.reason));
-        }
-        let mut sandbox = None;
-        if !report.usable.is_empty() {
-            let pool = Arc::new(crate::sandbox::start()?);
-            let runner = Arc::new(nmk_kernel::router::SandboxRunner::new(
-                pool.clone(),
-                CallLimits::default(),
-            ));
-            for p in &report.usable {
-                match LearnedRoute::new(p, runner.clone()) {
-                    Ok(route) => router.register(Box::new(route)),
-                    Err(why) => refused.push((p.record().entry.clone(), why)),
-                }
-            }
-            sandbox = Some(pool);
-        }
+        let (router, refused, sandbox) = learned_router(&db, &ledger)?;
         Ok(Front {
             ledger,
             memory,
@@ -74,6 +52,16 @@ impl Front {
             refused,
             _sandbox: sandbox,
         })
+    }
+
+    /// Rebuilds the router from the home's learned primitives as they are now (after one was
+    /// admitted); the ledger and memory handles stay.
+    pub fn reload_learned(&mut self, home: &Path) -> Result<()> {
+        let (router, refused, sandbox) = learned_router(&database_path(home), &self.ledger)?;
+        self.router = router;
+        self.refused = refused;
+        self._sandbox = sandbox;
+        Ok(())
     }
 
     /// Routes `request` (consulting memory first); `force_model_lane` skips the primitives.
@@ -123,4 +111,37 @@ impl Front {
             },
         )?)
     }
+}
+
+/// A router, the learned primitives it left out (with why), and the sandbox pool its learned
+/// routes call.
+type BuiltRouter = (Router, Vec<(String, String)>, Option<Arc<Sandbox>>);
+
+/// The built-ins, then every learned primitive in `db` whose code hash and sealed gate pass
+/// re-check (a sandbox pool is started only when there is one); the refused ones with why.
+fn learned_router(db: &Path, ledger: &Ledger) -> Result<BuiltRouter> {
+    let mut router = Router::with_builtins(RouterConfig::default());
+    let mut refused = Vec::new();
+    let mut registry = PrimitiveRegistry::open(db, Durability::Process)
+        .with_context(|| format!("opening {}", db.display()))?;
+    let report = registry.reload(ledger, Recheck::Hashes, None)?;
+    for r in report.refused {
+        refused.push((r.entry, r.reason));
+    }
+    let mut sandbox = None;
+    if !report.usable.is_empty() {
+        let pool = Arc::new(crate::sandbox::start()?);
+        let runner = Arc::new(nmk_kernel::router::SandboxRunner::new(
+            pool.clone(),
+            CallLimits::default(),
+        ));
+        for p in &report.usable {
+            match LearnedRoute::new(p, runner.clone()) {
+                Ok(route) => router.register(Box::new(route)),
+                Err(why) => refused.push((p.record().entry.clone(), why)),
+            }
+        }
+        sandbox = Some(pool);
+    }
+    Ok((router, refused, sandbox))
 }

@@ -641,3 +641,164 @@ fn lanes_interleave_fairly_and_each_decodes_as_if_alone() {
     assert_eq!(text(&ra), alone_a);
     assert_eq!(text(&rb), alone_b);
 }
+
+fn post(addr: &str, path: &str, body: &Value) -> Resp {
+    request(
+        addr,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        &body.to_string(),
+    )
+}
+
+#[test]
+fn a_gap_submitted_over_http_is_gated_and_its_primitive_answers_from_then_on() {
+    let gap = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/gaps/count_vowels.toml"),
+    )
+    .unwrap();
+    let wrong = "def count_vowels(s):\n    return sum(1 for c in s if c in 'aeiou')\n";
+    let right = "def count_vowels(s):\n    return sum(1 for c in s.lower() if c in 'aeiou')\n";
+    let ask = user("Count the vowels in \"Hello World\".", 8);
+    let home = tempfile::tempdir().unwrap();
+    let srv = start(home.path(), &[]);
+    let a = srv.addr.as_str();
+
+    // Before: no primitive owns the request.
+    let before = chat(a, &ask).json();
+    assert_eq!(before["nmk"]["route"], "model_lane", "{before}");
+    assert_eq!(get(a, "/v1/nmk/proofs").json()["data"], json!([]));
+
+    // Hostile or malformed submissions are the client's 400, and nothing is queued.
+    for bad in [
+        json!({ "gap": "entry = 3", "program": right }),
+        json!({ "gap": gap, "program": right, "colour": "red" }),
+        json!({ "gap": gap, "program": right, "n": 0 }),
+        json!({ "gap": gap, "program": "" }),
+    ] {
+        assert_error(&post(a, "/v1/nmk/gaps", &bad), 400, "invalid_request");
+    }
+    assert_eq!(get(a, "/v1/nmk/gaps").json()["data"], json!([]));
+
+    // A wrong program is refused (with the instance it got wrong) and routes nothing.
+    let refused = post(
+        a,
+        "/v1/nmk/gaps",
+        &json!({ "gap": gap, "program": wrong, "n": 300, "wait": true }),
+    );
+    assert_eq!(refused.status, 200, "{}", refused.body);
+    let refused = refused.json();
+    assert_eq!(refused["status"], "refused", "{refused}");
+    assert_eq!(refused["result"]["registered"], false);
+    assert!(
+        refused["result"]["feedback"]
+            .as_str()
+            .unwrap()
+            .contains("AEIOU")
+    );
+    assert_eq!(chat(a, &ask).json()["nmk"]["route"], "model_lane");
+
+    // Queued without waiting: 202 at once, then polled to its verdict.
+    let queued = post(
+        a,
+        "/v1/nmk/gaps",
+        &json!({ "gap": gap, "program": right, "n": 300 }),
+    );
+    assert_eq!(queued.status, 202, "{}", queued.body);
+    let id = queued.json()["id"].as_str().unwrap().to_owned();
+    let mut admitted = Value::Null;
+    for _ in 0..600 {
+        admitted = get(a, &format!("/v1/nmk/gaps/{id}")).json();
+        if admitted["status"] != "queued" && admitted["status"] != "running" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(admitted["status"], "admitted", "{admitted}");
+    assert_eq!(admitted["result"]["registered"], true);
+    assert_eq!(admitted["result"]["gate"]["passed"], 300);
+    let seq = admitted["result"]["ledger_seq"].as_u64().unwrap();
+    assert_eq!(
+        get(a, "/v1/nmk/gaps").json()["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_error(&get(a, "/v1/nmk/gaps/gap-99"), 404, "not_found");
+
+    // From then on the primitive answers, with zero model tokens, on the same server.
+    let after = chat(a, &ask).json();
+    assert_eq!(after["nmk"]["route"], "learned:count_vowels", "{after}");
+    assert_eq!(after["nmk"]["primitive"], true);
+    assert_eq!(after["usage"]["completion_tokens"], 0);
+    assert_eq!(after["choices"][0]["message"]["content"], "3");
+
+    // Its proof: the admission entry read back from the chain is the one the record names.
+    let proofs = get(a, "/v1/nmk/proofs").json();
+    let list = proofs["data"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{proofs}");
+    assert_eq!(list[0]["entry"], "count_vowels");
+    assert_eq!(list[0]["ledger"]["seq"], seq);
+    assert_eq!(list[0]["admission_entry_matches"], true);
+    assert_eq!(list[0]["admission_entry"]["seq"], seq);
+    let one = get(a, "/v1/nmk/proofs/count_vowels").json();
+    assert_eq!(one["code"], right);
+    assert_error(&get(a, "/v1/nmk/proofs/nope"), 404, "not_found");
+    assert_eq!(get(a, "/v1/nmk/ledger/verify").json()["ok"], true);
+}
+
+#[test]
+fn a_gap_submitted_without_a_program_is_written_by_the_learning_model() {
+    let gap = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/gaps/count_vowels.toml"),
+    )
+    .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let srv = start(
+        home.path(),
+        &[
+            "--learn-model",
+            "qwen2.5-coder-0.5b-instruct",
+            "--deadline-s",
+            "600",
+        ],
+    );
+    let a = srv.addr.as_str();
+    let r = post(
+        a,
+        "/v1/nmk/gaps",
+        &json!({ "gap": gap, "n": 300, "wait": true }),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["source"], "model", "{v}");
+    let result = &v["result"];
+    assert_eq!(result["model"], "qwen2.5-coder-0.5b-instruct");
+    let attempts = result["attempts"].as_array().unwrap();
+    assert!(!attempts.is_empty(), "{v}");
+    assert!(result["tokens"].as_u64().unwrap() > 0, "{v}");
+    // Every attempt the model made was judged by the gate and ledgered, admitted or not.
+    let ledger = ledger_hashes(a).len() as u64;
+    for att in attempts {
+        assert!(att["ledger_seq"].as_u64().unwrap() < ledger, "{att}");
+    }
+    let ask = user("Count the vowels in \"Hello World\".", 8);
+    let routed = chat(a, &ask).json();
+    if v["status"] == "admitted" {
+        assert_eq!(routed["nmk"]["route"], "learned:count_vowels", "{routed}");
+        assert_eq!(routed["choices"][0]["message"]["content"], "3");
+    } else {
+        assert_eq!(v["status"], "refused", "{v}");
+        assert_eq!(routed["nmk"]["route"], "model_lane", "{routed}");
+    }
+    eprintln!(
+        "model-written gap: {} after {} attempt(s), {} tokens, {} ms",
+        v["status"],
+        attempts.len(),
+        result["tokens"],
+        result["elapsed_ms"]
+    );
+    assert_eq!(get(a, "/v1/nmk/ledger/verify").json()["ok"], true);
+}

@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::kernel_api;
 use super::kernel_thread::{Job, Reply, Sink, StreamEvent};
+use super::learner::{GapSubmission, Learner};
 use super::openai::{self, Caps, StreamKind};
 
 /// An error as OpenAI clients expect it: `{"error": {"message", "type", "code"}}`.
@@ -186,6 +187,8 @@ pub struct AppState {
     pub deadline: Duration,
     /// Request counter (ids).
     pub next_id: AtomicU64,
+    /// The gap endpoint's worker.
+    pub learner: Learner,
 }
 
 /// Digest of a bearer token (compared digest to digest, so the comparison's time does not
@@ -205,6 +208,10 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/v1/nmk/primitives", get(primitives))
         .route("/v1/nmk/memory", get(memory))
         .route("/v1/nmk/memory/{key}", get(memory_key))
+        .route("/v1/nmk/proofs", get(proofs))
+        .route("/v1/nmk/proofs/{entry}", get(proof))
+        .route("/v1/nmk/gaps", post(submit_gap).get(gaps))
+        .route("/v1/nmk/gaps/{id}", get(gap))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(middleware::from_fn_with_state(state.clone(), require_key))
@@ -419,4 +426,59 @@ async fn memory_key(
 ) -> Result<Json<Json_>, ApiError> {
     let home = s.home.clone();
     blocking(move || kernel_api::memory_get(&home, &key)).await
+}
+
+async fn proofs(State(s): State<Arc<AppState>>) -> Result<Json<Json_>, ApiError> {
+    let home = s.home.clone();
+    blocking(move || kernel_api::proofs(&home, None)).await
+}
+
+async fn proof(
+    State(s): State<Arc<AppState>>,
+    UrlPath(entry): UrlPath<String>,
+) -> Result<Json<Json_>, ApiError> {
+    let home = s.home.clone();
+    blocking(move || kernel_api::proofs(&home, Some(&entry))).await
+}
+
+/// Queues a gap for the learner: 202 with its status at once, or (`"wait": true`) 200 with the
+/// verdict once it is in, 202 with the status so far if the request deadline passes first.
+async fn submit_gap(
+    State(s): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    if s.shutting_down.load(Ordering::SeqCst) {
+        return Err(ApiError::shutting_down());
+    }
+    let body = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let sub: GapSubmission = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("not a gap submission: {e}")))?;
+    let (status, wait) = s.learner.submit(sub)?;
+    let Some(wait) = wait else {
+        return Ok((StatusCode::ACCEPTED, Json(status)).into_response());
+    };
+    match tokio::time::timeout(s.deadline, wait).await {
+        Ok(Ok(done)) => Ok(Json(done).into_response()),
+        _ => {
+            let id = status["id"].as_str().unwrap_or_default().to_owned();
+            let now = s.learner.status(&id).unwrap_or(status);
+            Ok((StatusCode::ACCEPTED, Json(now)).into_response())
+        }
+    }
+}
+
+async fn gaps(State(s): State<Arc<AppState>>) -> Json<Json_> {
+    Json(s.learner.list())
+}
+
+async fn gap(
+    State(s): State<Arc<AppState>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<Json_>, ApiError> {
+    s.learner.status(&id).map(Json).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no gap submission {id:?} (the board keeps the last {})",
+            super::learner::BOARD_SIZE
+        ))
+    })
 }

@@ -1,5 +1,5 @@
 //! The kernel read endpoints of `nmk serve`: the ledger's tail and its verification, the
-//! learned and built-in primitives, and the memory store (consultation and one key, read
+//! learned and built-in primitives, their admission proofs, and the memory store (consultation and one key, read
 //! without touching). Each call opens its own handles on the kernel home, as the CLI does, so
 //! reads never wait behind a decode. Read-only: it writes nothing to the ledger or memory.
 
@@ -78,6 +78,55 @@ pub fn primitives(home: &Path) -> Result<Json, ApiError> {
             "kind": format!("{:?}", p.kind()).to_lowercase(),
         })).collect::<Vec<_>>(),
     }))
+}
+
+/// The admission proofs of the learned primitives that pass their hash re-check: each record
+/// (gate counts, seeds, provenance, code hash) with its admission entry read back from the
+/// chain and whether that entry's hash is the one the record names; `entry` narrows to one
+/// primitive and adds its program and gate report (404 when there is no such primitive).
+pub fn proofs(home: &Path, entry: Option<&str>) -> Result<Json, ApiError> {
+    let mut kernel =
+        learned::open(home).map_err(|e| internal("opening the registry")(format!("{e:#}")))?;
+    let report = kernel
+        .registry
+        .reload(&kernel.ledger, Recheck::Hashes, None)
+        .map_err(|e| internal("re-checking primitives")(e.to_string()))?;
+    let mut proofs = Vec::new();
+    for p in &report.usable {
+        let rec = p.record();
+        if entry.is_some_and(|e| e != rec.entry) {
+            continue;
+        }
+        let admission = kernel
+            .ledger
+            .entries(rec.ledger.seq, 1)
+            .map_err(|e| internal("reading the ledger")(e.to_string()))?;
+        let admission = admission.first();
+        let mut v = record_json(rec, entry.is_some());
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert(
+                "admission_entry".into(),
+                admission
+                    .and_then(|e| serde_json::from_str::<Json>(&e.to_canonical()).ok())
+                    .unwrap_or(Json::Null),
+            );
+            obj.insert(
+                "admission_entry_matches".into(),
+                admission.is_some_and(|e| e.hash == rec.ledger.hash).into(),
+            );
+        }
+        proofs.push(v);
+    }
+    match entry {
+        Some(e) => proofs
+            .pop()
+            .ok_or_else(|| ApiError::not_found(format!("no usable learned primitive {e:?}"))),
+        None => Ok(json!({
+            "object": "list",
+            "data": proofs,
+            "refused": report.refused.iter().map(|r| json!({ "entry": r.entry, "reason": r.reason })).collect::<Vec<_>>(),
+        })),
+    }
 }
 
 fn open_memory(home: &Path) -> Result<MemoryStore, ApiError> {

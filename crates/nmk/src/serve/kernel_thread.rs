@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -140,6 +140,7 @@ pub fn spawn(
     threads: usize,
     queue: usize,
     lanes: usize,
+    routes_changed: Arc<AtomicU64>,
 ) -> Result<(mpsc::Sender<Job>, JoinHandle<()>)> {
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(queue.max(1));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
@@ -174,7 +175,12 @@ pub fn spawn(
                     return;
                 }
             };
-            route_jobs(front, jobs_rx, &model_tx, &waiting, queue);
+            let routes = Routes {
+                home,
+                changed: routes_changed,
+                seen: 0,
+            };
+            route_jobs(front, routes, jobs_rx, &model_tx, &waiting, queue);
             // The model thread ends once its channel is closed and drained.
             drop(model_tx);
             if model_thread.join().is_err() {
@@ -308,8 +314,37 @@ fn log_result(id: &str, t0: Instant, result: &Result<Reply, ApiError>) {
     }
 }
 
+/// When the learned primitives changed (a gap was admitted over HTTP), the router is rebuilt
+/// before the next request.
+struct Routes {
+    home: PathBuf,
+    changed: Arc<AtomicU64>,
+    seen: u64,
+}
+
+impl Routes {
+    fn refresh(&mut self, front: &mut Front) {
+        let now = self.changed.load(Ordering::SeqCst);
+        if now == self.seen {
+            return;
+        }
+        match front.reload_learned(&self.home) {
+            Ok(()) => {
+                self.seen = now;
+                for (entry, why) in &front.refused {
+                    tracing::warn!("learned primitive {entry} not routed: {why}");
+                }
+                tracing::info!("learned primitives reloaded");
+            }
+            // The old router stays; the next request tries again.
+            Err(e) => tracing::error!("reloading learned primitives: {e:#}"),
+        }
+    }
+}
+
 fn route_jobs(
     mut front: Front,
+    mut routes: Routes,
     mut jobs: mpsc::Receiver<Job>,
     model: &std::sync::mpsc::Sender<ModelJob>,
     waiting: &AtomicUsize,
@@ -329,6 +364,7 @@ fn route_jobs(
             sink.finish(Err(ApiError::deadline()));
             continue;
         }
+        routes.refresh(&mut front);
         match route(&mut front, &ask, &sink) {
             Err(e) => {
                 let result = Err(e);

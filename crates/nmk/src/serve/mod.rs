@@ -22,6 +22,7 @@
 mod http;
 mod kernel_api;
 mod kernel_thread;
+mod learner;
 mod openai;
 
 use std::path::Path;
@@ -64,6 +65,13 @@ pub struct ServeArgs {
     /// cut answer is neither released nor judged as if whole).
     #[arg(long, default_value_t = 120)]
     deadline_s: u64,
+    /// The model that writes a program for a gap submitted without one (`POST /v1/nmk/gaps`);
+    /// loaded on the first such gap.
+    #[arg(long, default_value = "qwen2.5-coder-0.5b-instruct")]
+    learn_model: String,
+    /// Gap submissions that may wait for the learner; more get 429.
+    #[arg(long, default_value_t = 4)]
+    max_gaps: usize,
     /// Largest request body in bytes (413 above).
     #[arg(long, default_value_t = 1 << 20)]
     max_body_bytes: usize,
@@ -71,15 +79,36 @@ pub struct ServeArgs {
 
 /// Runs `nmk serve` until SIGTERM or SIGINT.
 pub fn run(home: &Path, args: &ServeArgs) -> Result<Code> {
-    if args.max_queue == 0 || args.max_lanes == 0 || args.max_tokens == 0 || args.deadline_s == 0 {
-        bail!("--max-queue, --max-lanes, --max-tokens and --deadline-s must be at least 1");
+    if [
+        args.max_queue,
+        args.max_lanes,
+        args.max_tokens,
+        args.max_gaps,
+    ]
+    .contains(&0)
+        || args.deadline_s == 0
+    {
+        bail!(
+            "--max-queue, --max-lanes, --max-tokens, --max-gaps and --deadline-s must be at least 1"
+        );
     }
+    let routes_changed = Arc::new(AtomicU64::new(0));
     let (jobs, kernel) = kernel_thread::spawn(
         home,
         &args.model.model,
         args.model.threads,
         args.max_queue,
         args.max_lanes,
+        routes_changed.clone(),
+    )?;
+    let (learner, learner_thread) = learner::spawn(
+        learner::LearnerConfig {
+            home: home.to_path_buf(),
+            model: args.learn_model.clone(),
+            threads: args.model.threads,
+            queue: args.max_gaps,
+        },
+        routes_changed,
     )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -98,6 +127,7 @@ pub fn run(home: &Path, args: &ServeArgs) -> Result<Code> {
         shutting_down: AtomicBool::new(false),
         deadline: Duration::from_secs(args.deadline_s),
         next_id: AtomicU64::new(0),
+        learner,
     });
     let served: Result<()> = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
@@ -120,6 +150,10 @@ pub fn run(home: &Path, args: &ServeArgs) -> Result<Code> {
     runtime.shutdown_timeout(Duration::from_secs(5));
     if kernel.join().is_err() {
         bail!("the kernel thread panicked");
+    }
+    // A gap being judged finishes (its verdict is ledgered) before the process ends.
+    if learner_thread.join().is_err() {
+        bail!("the learner thread panicked");
     }
     served?;
     tracing::info!("stopped");
