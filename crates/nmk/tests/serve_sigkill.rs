@@ -28,6 +28,7 @@ const LOAD_FOR: Duration = Duration::from_secs(4);
 struct Shared {
     killed: AtomicBool,
     in_flight: AtomicUsize,
+    cut_by_kill: AtomicUsize,
     acknowledged: Mutex<Vec<Ack>>,
     failures_before_kill: Mutex<Vec<String>>,
 }
@@ -113,7 +114,10 @@ fn client(addr: String, index: usize, shared: Arc<Shared>) {
         match result {
             Ok(ack) => shared.acknowledged.lock().unwrap().push(ack),
             // A request cut by the kill is not acknowledged; before the kill nothing may fail.
-            Err(_) if shared.killed.load(Ordering::SeqCst) => return,
+            Err(_) if shared.killed.load(Ordering::SeqCst) => {
+                shared.cut_by_kill.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
             Err(e) => shared
                 .failures_before_kill
                 .lock()
@@ -155,12 +159,15 @@ fn sigkill_under_load_loses_no_acknowledged_answer_and_the_chain_continues() {
     }
     use std::os::unix::process::ExitStatusExt as _;
     assert_eq!(status.signal(), Some(9), "{status:?}");
+    // Requests were in flight, and the kill really cut some of them short.
+    let cut = shared.cut_by_kill.load(Ordering::SeqCst);
     assert!(in_flight_at_kill >= 1, "nothing was in flight at the kill");
+    assert!(cut >= 1, "no request was cut by the kill");
     let failures = shared.failures_before_kill.lock().unwrap().clone();
     assert!(failures.is_empty(), "failed before the kill: {failures:?}");
     let acked = shared.acknowledged.lock().unwrap().clone();
     eprintln!(
-        "acknowledged before the kill: {} ({} primitive, {} streamed); {in_flight_at_kill} in flight at the kill after {:.2} s",
+        "acknowledged before the kill: {} ({} primitive, {} streamed); {in_flight_at_kill} in flight at the kill after {:.2} s, {cut} cut by it",
         acked.len(),
         acked.iter().filter(|a| a.primitive).count(),
         acked.iter().filter(|a| a.streamed).count(),
