@@ -1,6 +1,8 @@
 //! What the command-line tests share: running `nmk` on a kernel home, reading its JSON.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod server;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
