@@ -144,8 +144,15 @@ fn sigkill_under_load_loses_no_acknowledged_answer_and_the_chain_continues() {
     let give_up = t0 + Duration::from_secs(60);
     let in_flight_at_kill = loop {
         let in_flight = shared.in_flight.load(Ordering::SeqCst);
-        let acked = shared.acknowledged.lock().unwrap().len();
-        if t0.elapsed() >= LOAD_FOR && acked > 0 && in_flight > 0 {
+        // Both kinds acknowledged: with lanes, model answers arrive together, later.
+        let (prim, model) = {
+            let acked = shared.acknowledged.lock().unwrap();
+            (
+                acked.iter().filter(|a| a.primitive).count(),
+                acked.iter().filter(|a| !a.primitive).count(),
+            )
+        };
+        if t0.elapsed() >= LOAD_FOR && prim > 0 && model > 0 && in_flight > 0 {
             shared.killed.store(true, Ordering::SeqCst);
             srv.signal("KILL");
             break in_flight;
