@@ -93,7 +93,7 @@ pub fn run(home: &Path, out: &Output, args: &ChatArgs) -> Result<Code> {
     }
     let path = resolve_with_progress(&args.model.model, out.json)?;
     let proposer = NeuralProposer::load(&args.model.model, &path, args.model.threads)?;
-    let model_context = usize::try_from(proposer.model().model().config().n_ctx_train)?;
+    let model_context = proposer.model().model().config().n_ctx_train;
     let context = args
         .max_context
         .map_or(model_context, |c| c.min(model_context));
