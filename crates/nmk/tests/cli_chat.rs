@@ -227,3 +227,104 @@ fn a_message_that_cannot_fit_is_refused_and_the_chat_goes_on() {
     assert_eq!(exchanges.len(), 1, "the refused question is not kept");
     assert_eq!(exchanges[0]["user"], GCD);
 }
+
+/// Sends SIGINT to `pid` through the system's `kill` (no unsafe code in the tests either).
+fn interrupt(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill -INT {pid} failed");
+}
+
+/// Reads `stdout` on a thread and hands over each chunk as it arrives (streamed text has no
+/// newline until the answer ends, so lines would come too late).
+fn chunks(mut stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match std::io::Read::read(&mut stdout, &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if tx.send(buf[..n].to_vec()).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Waits (at most a minute) until what `rx` delivered, appended to `seen`, contains `needle`.
+fn wait_for(rx: &std::sync::mpsc::Receiver<Vec<u8>>, seen: &mut Vec<u8>, needle: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !String::from_utf8_lossy(seen).contains(needle) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => seen.extend_from_slice(&chunk),
+            Err(e) => panic!(
+                "no {needle:?} on stdout ({e}); got:\n{}",
+                String::from_utf8_lossy(seen)
+            ),
+        }
+    }
+}
+
+#[test]
+fn ctrl_c_cuts_a_generation_unjudged_and_ends_an_idle_chat() {
+    let home = tempfile::tempdir().unwrap();
+    let story = "Write a long story about a dragon who learns to bake bread.";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nmk"))
+        .args(["chat", "--max-tokens", "200"])
+        .env("NMK_HOME", home.path())
+        .env_remove("RUST_LOG")
+        .env_remove("NMK_SANDBOX_WORKER")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let rx = chunks(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+
+    // Mid-generation: the first streamed text proves decoding started; Ctrl-C cuts it, the
+    // chat goes on, and the cut answer is neither released nor kept.
+    writeln!(stdin, "{story}").unwrap();
+    wait_for(&rx, &mut seen, " ");
+    interrupt(child.id());
+    wait_for(&rx, &mut seen, "]\n");
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    assert!(
+        text.contains("cut by Ctrl-C: generation cancelled before the commit trap judged it"),
+        "{text}"
+    );
+    assert!(text.contains("no commit entry"), "{text}");
+    assert!(
+        text.contains(" · ? tokens · "),
+        "a cut answer has no token count: {text}"
+    );
+    writeln!(stdin, "/history").unwrap();
+    wait_for(&rx, &mut seen, "[history is empty]\n");
+
+    // Idle (between answers): Ctrl-C ends the process with the shell's SIGINT status.
+    interrupt(child.id());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+
+    // Contrast: the same request left alone runs to its end, is committed and kept.
+    let out = chat(
+        home.path(),
+        &["--max-tokens", "200"],
+        &format!("{story}\n/history\n"),
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("[route model_lane · verification "),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("withheld"), "{stdout}");
+    assert!(stdout.contains(&format!("you: {story}")), "{stdout}");
+}

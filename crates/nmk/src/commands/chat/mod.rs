@@ -55,6 +55,10 @@ const MAX_LINE_BYTES: usize = 64 * 1024;
 /// Hex digits of a ledger hash shown in a status line.
 const SHORT_HASH: usize = 16;
 
+/// The `action` of an answer cut before the commit trap judged it (not a ledger action: no
+/// commit entry is written for it).
+const CANCELLED: &str = "cancelled";
+
 const HELP: &str = "commands: /help (this), /reset (forget the conversation, keep --system), \
 /history (print the conversation), /quit (or end of input)";
 
@@ -216,7 +220,8 @@ struct Answer<'r> {
     route_reason: &'r str,
     verification: &'static str,
     level: &'static str,
-    tokens: usize,
+    /// Model tokens generated; unknown for an answer cut before it was whole.
+    tokens: Option<usize>,
     prompt_tokens: usize,
     ledger: Option<(u64, String)>,
     committed: bool,
@@ -257,7 +262,7 @@ impl Chat<'_> {
             route_reason: &routed.decision.reason,
             verification: a.verification.as_str(),
             level: a.level.as_str(),
-            tokens: 0,
+            tokens: Some(0),
             prompt_tokens: 0,
             ledger: Some((a.ledger_entry.seq, a.ledger_entry.hash.to_hex())),
             committed: true,
@@ -336,11 +341,11 @@ impl Chat<'_> {
             route_reason,
             verification: Verification::Unverified.as_str(),
             level: ValidationLevel::None.as_str(),
-            tokens: 0,
+            tokens: None,
             prompt_tokens,
             ledger: None,
             committed: false,
-            action: "cancelled",
+            action: CANCELLED,
             reason: String::new(),
             history_dropped: fitted.dropped,
             t0,
@@ -348,7 +353,7 @@ impl Chat<'_> {
         let lane = match lane {
             Ok(lane) => lane,
             Err(e) if e.downcast_ref::<Cancelled>().is_some() => {
-                answer.reason = format!("cut by Ctrl-C: {e}; not kept");
+                answer.reason = format!("Ctrl-C: {e}; not kept");
                 self.report(&answer);
                 return Ok(());
             }
@@ -357,7 +362,7 @@ impl Chat<'_> {
         let (c, d) = (&lane.completion, &lane.decision);
         answer.verification = d.verification.as_str();
         answer.level = d.level.as_str();
-        answer.tokens = c.ids.len();
+        answer.tokens = Some(c.ids.len());
         answer.ledger = d.ledger_entry.as_ref().map(|e| (e.seq, e.hash.to_hex()));
         answer.committed = d.committed();
         answer.action = d.action.as_str();
@@ -421,12 +426,15 @@ impl Chat<'_> {
         );
         let outcome = if a.committed {
             String::new()
+        } else if a.action == CANCELLED {
+            format!(" · cut by {}", a.reason)
         } else {
             format!(" · withheld: {} {}", a.action, a.reason)
         };
+        let tokens = a.tokens.map_or_else(|| "?".to_owned(), |t| t.to_string());
         println!(
-            "[route {} · verification {} ({}) · {} tokens · {latency_ms:.0} ms · {ledger}{outcome}]",
-            a.route, a.verification, a.level, a.tokens
+            "[route {} · verification {} ({}) · {tokens} tokens · {latency_ms:.0} ms · {ledger}{outcome}]",
+            a.route, a.verification, a.level
         );
     }
 
