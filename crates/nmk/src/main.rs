@@ -89,6 +89,14 @@ enum Command {
         after_help = "Examples:\n  nmk serve\n  nmk serve --port 0 --max-tokens 128\n  NMK_API_KEY=secret nmk serve --host 0.0.0.0 --port 8080 --max-queue 32\n  curl -s localhost:8080/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{\"model\":\"smollm2-135m-instruct\",\"messages\":[{\"role\":\"user\",\"content\":\"what is the gcd of 12 and 18\"}]}'\n  curl -s localhost:8080/v1/nmk/ledger?limit=5\n\nEndpoints: GET /v1/models, POST /v1/chat/completions, POST /v1/completions, GET /v1/nmk/ledger?limit=N, GET /v1/nmk/ledger/verify, GET /v1/nmk/primitives, GET /v1/nmk/memory, GET /v1/nmk/memory/{key}.\nStreaming: streamed text passed the per-token gate; the commit trap's whole-answer verdict arrives in the last chunk's `nmk` object."
     )]
     Serve(serve::ServeArgs),
+    /// Chat in the terminal through the kernel: each message is answered by a proven primitive
+    /// (zero model tokens) or by the model with the conversation's history, streamed as the
+    /// per-token gate accepts it and judged whole by the commit trap; one status line per
+    /// answer (route, verification, tokens, latency, ledger entry).
+    #[command(
+        after_help = "Examples:\n  nmk chat\n  nmk chat --system \"Answer in one sentence.\" --max-tokens 128\n  printf 'what is the gcd of 12 and 18\\nName the capital city of France.\\n' | nmk chat --json\n\nCommands: /help, /reset (forget the conversation), /history, /quit (or end of input).\nWith --json: one JSON object per line on stdout (kind: answer, history, reset, help, error)."
+    )]
+    Chat(commands::chat::ChatArgs),
 }
 
 /// Counts every allocation so the sandbox worker role's memory limit holds (the limit is only
@@ -128,6 +136,7 @@ fn main() -> ExitCode {
         Command::Job(cmd) => commands::job::run(&home, &out, cmd),
         Command::TrainHead(args) => commands::train_head::run(&home, &out, &args),
         Command::Serve(args) => serve::run(&home, &args),
+        Command::Chat(args) => commands::chat::run(&home, &out, &args),
     };
     match result {
         Ok(code) => code.into(),
