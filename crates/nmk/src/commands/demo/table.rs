@@ -143,8 +143,8 @@ pub fn print_tour(tour: &Tour) {
 pub fn print_pass_header(title: &str) {
     println!("\n{title}");
     println!(
-        "  {:>2}  {:<46} {:<20} {:<9} {:>6} {:>8}  {}  answer",
-        "#", "request", "route", "verified", "tokens", "ms", "ok"
+        "  {:>2}  {:<46} {:<20} {:<9} {:>6} {:>8}  ok  answer",
+        "#", "request", "route", "verified", "tokens", "ms"
     );
 }
 
