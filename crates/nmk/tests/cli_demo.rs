@@ -74,7 +74,7 @@ fn the_kernel_answers_what_primitives_own_with_zero_tokens_and_the_bare_model_do
         // The bare pass: nothing routes, judges or records it.
         assert_eq!(b["route"], "bare_model");
         assert_eq!(b["by_primitive"], false);
-        assert!(b["verification"].is_null() && b["ledger_seq"].is_null());
+        assert!(b["verification"].is_null() && b["level"].is_null() && b["ledger_seq"].is_null());
         // Every kernel answer, whoever gave it, has its ledger entry.
         assert!(k["ledger_seq"].is_u64(), "{k}");
         if k["primitive_phrasing"] == true {
@@ -87,6 +87,7 @@ fn the_kernel_answers_what_primitives_own_with_zero_tokens_and_the_bare_model_do
             assert_eq!(k["by_primitive"], true);
             assert_eq!(k["model_tokens"], 0, "{k}");
             assert_eq!(k["verification"], "verified", "{k}");
+            assert_eq!(k["level"], "ORACLE", "{k}");
             assert_eq!(k["correct"], true, "{k}");
             // Contrast: the same request to the bare model costs tokens.
             assert!(u(&b["model_tokens"]) > 0, "{b}");

@@ -41,6 +41,9 @@ pub struct Row {
     pub lane_reason: Option<String>,
     /// What the kernel's verdict supports; `None` in the bare pass (nothing judged it).
     pub verification: Option<String>,
+    /// The validation level the verdict reached (`ORACLE`, `SYNTAX`, …); `None` in the bare
+    /// pass.
+    pub level: Option<String>,
     /// Tokens the model generated.
     pub model_tokens: usize,
     /// Wall time of the request, routing included, in microseconds.
@@ -76,6 +79,7 @@ impl Row {
             by_primitive: false,
             lane_reason: None,
             verification: None,
+            level: None,
             model_tokens: 0,
             micros,
             answer: None,
@@ -114,6 +118,7 @@ pub fn kernel_pass(
             Outcome::Answered(a) => Row {
                 by_primitive: true,
                 verification: Some(a.verification.as_str().to_owned()),
+                level: Some(a.level.as_str().to_owned()),
                 answer: Some(a.text.clone()),
                 ledger_seq: Some(a.ledger_entry.seq),
                 ..Row::new(request, a.route.clone(), t.elapsed().as_micros())
@@ -130,6 +135,7 @@ pub fn kernel_pass(
                 Row {
                     lane_reason: Some(reason),
                     verification: Some(d.verification.as_str().to_owned()),
+                    level: Some(d.level.as_str().to_owned()),
                     model_tokens: lane.completion.ids.len(),
                     answer: d.output.clone(),
                     withheld: (!d.committed()).then(|| format!("{}: {}", d.action, d.reason)),

@@ -54,6 +54,7 @@ fn row_json(r: &Row) -> Json {
         "by_primitive": r.by_primitive,
         "lane_reason": r.lane_reason,
         "verification": r.verification,
+        "level": r.level,
         "model_tokens": r.model_tokens,
         "latency_us": r.micros,
         "latency_ms": r.micros as f64 / 1000.0,
