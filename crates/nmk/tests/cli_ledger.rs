@@ -26,7 +26,7 @@ fn demo_then_verify_show_export_and_head() {
     assert_eq!(report["ok"], true);
     assert_eq!(report["tampered_export_caught"], true);
     assert!(
-        report["runs"]
+        report["kernel_tour"]["runs"]
             .as_array()
             .unwrap()
             .iter()
