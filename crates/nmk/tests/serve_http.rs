@@ -11,128 +11,16 @@
 mod common;
 use common::nmk;
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::server::{MODEL, Resp, Server, request};
 use serde_json::{Value, json};
 
-const MODEL: &str = "smollm2-135m-instruct";
 const FREE_QUESTION: &str = "Name the capital city of France.";
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(home: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nmk"))
-        .args(["serve", "--port", "0", "--model", MODEL])
-        .args(extra)
-        .env("NMK_HOME", home)
-        .env_remove("RUST_LOG")
-        .env_remove("NMK_API_KEY")
-        .env_remove("NMK_SANDBOX_WORKER")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    Server { child, addr }
-}
-
-struct Resp {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-}
-
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let pos = raw.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&raw[..pos]).unwrap().trim(), 16).unwrap();
-        raw = &raw[pos + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&raw[..size]);
-        raw = &raw[size + 2..];
-    }
-}
-
-fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(170))).unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if !body.is_empty() {
-        head.push_str("Content-Type: application/json\r\n");
-    }
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    // The server may answer (413) before reading a body it refuses.
-    let _ = s.write_all(body.as_bytes());
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
-    let mut lines = head.lines();
-    let status: u16 = lines
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: HashMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let body = &raw[split + 4..];
-    let body = if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
-        dechunk(body)
-    } else {
-        body.to_vec()
-    };
-    Resp {
-        status,
-        headers,
-        body: String::from_utf8(body).unwrap(),
-    }
-}
 
 fn get(addr: &str, path: &str) -> Resp {
     request(addr, "GET", path, &[], "")
@@ -143,7 +31,7 @@ fn chat(addr: &str, body: &Value) -> Resp {
 }
 
 fn user(text: &str, max_tokens: u64) -> Value {
-    json!({ "model": MODEL, "max_tokens": max_tokens, "messages": [{ "role": "user", "content": text }] })
+    common::server::user(text, max_tokens, false)
 }
 
 fn ledger_hashes(addr: &str) -> Vec<String> {
@@ -172,7 +60,7 @@ fn assert_error(r: &Resp, status: u16, code: &str) {
 #[test]
 fn openai_endpoints_answer_through_the_kernel() {
     let home = tempfile::tempdir().unwrap();
-    let srv = start(
+    let srv = Server::start(
         home.path(),
         &["--max-tokens", "32", "--max-body-bytes", "4096"],
     );
@@ -353,7 +241,7 @@ fn openai_endpoints_answer_through_the_kernel() {
 #[test]
 fn a_bearer_token_is_required_when_configured() {
     let home = tempfile::tempdir().unwrap();
-    let srv = start(home.path(), &["--api-key", "s3cret"]);
+    let srv = Server::start(home.path(), &["--api-key", "s3cret"]);
     let a = srv.addr.as_str();
     assert_error(&get(a, "/v1/models"), 401, "invalid_api_key");
     let wrong = request(
@@ -393,7 +281,7 @@ fn burst(addr: &str, n: usize) -> Vec<(u16, Option<String>)> {
 fn a_full_queue_refuses_with_429_and_a_larger_one_serves_all() {
     let home = tempfile::tempdir().unwrap();
     // One lane, so the burst cannot be absorbed by lanes decoding side by side.
-    let small = start(
+    let small = Server::start(
         home.path(),
         &["--max-queue", "1", "--max-lanes", "1", "--max-tokens", "40"],
     );
@@ -412,7 +300,7 @@ fn a_full_queue_refuses_with_429_and_a_larger_one_serves_all() {
     drop(small);
 
     let home = tempfile::tempdir().unwrap();
-    let large = start(
+    let large = Server::start(
         home.path(),
         &["--max-queue", "8", "--max-lanes", "1", "--max-tokens", "40"],
     );
@@ -423,7 +311,7 @@ fn a_full_queue_refuses_with_429_and_a_larger_one_serves_all() {
 #[test]
 fn sigterm_finishes_the_request_in_flight_and_exits_cleanly() {
     let home = tempfile::tempdir().unwrap();
-    let mut srv = start(home.path(), &["--max-tokens", "64"]);
+    let mut srv = Server::start(home.path(), &["--max-tokens", "64"]);
     // A streamed request: its first chunk proves it is being decoded when the signal lands.
     let mut body = user("Write a short poem about rain.", 64);
     body["stream"] = json!(true);
@@ -501,7 +389,7 @@ fn long_burst(addr: &str) -> Vec<Resp> {
 #[test]
 fn a_request_past_its_deadline_gets_504_and_its_generation_is_cut() {
     let home = tempfile::tempdir().unwrap();
-    let srv = start(home.path(), &["--deadline-s", "1", "--max-tokens", "256"]);
+    let srv = Server::start(home.path(), &["--deadline-s", "1", "--max-tokens", "256"]);
     let t0 = std::time::Instant::now();
     let replies = long_burst(&srv.addr);
     let cut_s = t0.elapsed().as_secs_f64();
@@ -527,7 +415,7 @@ fn a_request_past_its_deadline_gets_504_and_its_generation_is_cut() {
     // Contrast: the same burst with the default deadline is answered in full, and takes
     // clearly longer than the cut one.
     let home = tempfile::tempdir().unwrap();
-    let srv = start(home.path(), &["--max-tokens", "256"]);
+    let srv = Server::start(home.path(), &["--max-tokens", "256"]);
     let t0 = std::time::Instant::now();
     let replies = long_burst(&srv.addr);
     let full_s = t0.elapsed().as_secs_f64();
@@ -554,7 +442,7 @@ fn a_request_past_its_deadline_gets_504_and_its_generation_is_cut() {
 fn a_primitive_answers_at_once_while_the_model_decodes() {
     let home = tempfile::tempdir().unwrap();
     // One lane: the contrast below is a model request that must wait for the decode.
-    let srv = start(home.path(), &["--max-tokens", "256", "--max-lanes", "1"]);
+    let srv = Server::start(home.path(), &["--max-tokens", "256", "--max-lanes", "1"]);
     let addr = srv.addr.clone();
     let long = std::thread::spawn(move || {
         chat(&addr, &user("Write a long story about a lighthouse.", 256))
@@ -613,7 +501,7 @@ fn lanes_interleave_fairly_and_each_decodes_as_if_alone() {
             .to_owned()
     };
     let home = tempfile::tempdir().unwrap();
-    let srv = start(home.path(), &["--max-tokens", "256"]);
+    let srv = Server::start(home.path(), &["--max-tokens", "256"]);
     let (alone_a, alone_b) = (text(&chat(&srv.addr, &a)), text(&chat(&srv.addr, &b)));
     let [(long, long_s), (ra, a_s), (rb, b_s)] = short_ones_during_a_long_one(&srv.addr, &a, &b);
     let long_tokens = long.json()["usage"]["completion_tokens"].as_u64().unwrap();
@@ -634,7 +522,7 @@ fn lanes_interleave_fairly_and_each_decodes_as_if_alone() {
 
     // Contrast: with one lane the short requests wait until the long answer is done.
     let home = tempfile::tempdir().unwrap();
-    let srv = start(home.path(), &["--max-tokens", "256", "--max-lanes", "1"]);
+    let srv = Server::start(home.path(), &["--max-tokens", "256", "--max-lanes", "1"]);
     let [(long, long_s), (ra, a_s), (rb, b_s)] = short_ones_during_a_long_one(&srv.addr, &a, &b);
     assert_eq!(long.status, 200, "{}", long.body);
     assert!(a_s > long_s && b_s > long_s, "{a_s} {b_s} vs {long_s}");
@@ -662,7 +550,7 @@ fn a_gap_submitted_over_http_is_gated_and_its_primitive_answers_from_then_on() {
     let right = "def count_vowels(s):\n    return sum(1 for c in s.lower() if c in 'aeiou')\n";
     let ask = user("Count the vowels in \"Hello World\".", 8);
     let home = tempfile::tempdir().unwrap();
-    let srv = start(home.path(), &[]);
+    let srv = Server::start(home.path(), &[]);
     let a = srv.addr.as_str();
 
     // Before: no primitive owns the request.
@@ -756,7 +644,7 @@ fn a_gap_submitted_without_a_program_is_written_by_the_learning_model() {
     )
     .unwrap();
     let home = tempfile::tempdir().unwrap();
-    let srv = start(
+    let srv = Server::start(
         home.path(),
         &[
             "--learn-model",

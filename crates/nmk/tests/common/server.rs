@@ -225,7 +225,8 @@ pub fn send(
     }
     head.push_str("\r\n");
     s.write_all(head.as_bytes())?;
-    s.write_all(body.as_bytes())?;
+    // The server may answer (413) before reading a body it refuses: the answer is still read.
+    let _ = s.write_all(body.as_bytes());
     let mut reader = BufReader::new(s);
     let mut status_line = String::new();
     if reader.read_line(&mut status_line)? == 0 {
