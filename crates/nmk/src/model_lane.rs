@@ -211,6 +211,15 @@ impl<'m> LaneRun<'m> {
             .step(&mut self.session, &mut self.gate, on_text)?)
     }
 
+    /// Runs the next forward pass of every lane in `runs` that is waiting for one in a single
+    /// pass over the weights (see `Session::forward_together`: each lane's logits, and so its
+    /// answer, are bitwise those it would compute alone); the rest run alone at their next
+    /// step. Returns how many were forwarded together.
+    pub fn forward_together(runs: &mut [&mut LaneRun<'_>]) -> Result<usize> {
+        let mut sessions: Vec<&mut Session> = runs.iter_mut().map(|r| &mut r.session).collect();
+        Ok(Session::forward_together(&mut sessions)?)
+    }
+
     /// Tokens generated so far.
     pub fn generated(&self) -> usize {
         self.stream.tokens().len()

@@ -71,6 +71,8 @@ pub struct Scratch {
     scores: Vec<f32>,
     hn: Vec<f32>,
     moe: MoeScratch,
+    /// Logits of every row of [`Model::forward_rows`].
+    rows_out: Vec<f32>,
 }
 
 impl Scratch {
@@ -95,6 +97,7 @@ impl Scratch {
             scores: Vec::new(),
             hn: Vec::new(),
             moe: MoeScratch::default(),
+            rows_out: Vec::new(),
         }
     }
 
@@ -204,26 +207,8 @@ impl Model {
         wanted: LogitsWanted,
         logits: &mut Vec<f32>,
     ) -> Result<()> {
-        cache.check_usable()?;
-        let cfg = &self.config;
-        if cache.n_layer() != cfg.n_layer || cache.kv_dim() != cfg.kv_dim() {
-            return Err(EngineError::State {
-                reason: "KV cache was made for another model".to_owned(),
-            });
-        }
-        if scratch.dims != (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff) {
-            return Err(EngineError::State {
-                reason: "scratch buffers were made for another model".to_owned(),
-            });
-        }
-        for &t in tokens {
-            if t as usize >= self.config.n_vocab {
-                return Err(EngineError::TokenOutOfRange {
-                    token: t,
-                    vocab: self.config.n_vocab,
-                });
-            }
-        }
+        self.check_call(cache, scratch)?;
+        self.check_tokens(tokens)?;
         let nv = self.config.n_vocab;
         match wanted {
             LogitsWanted::None => logits.clear(),
@@ -259,18 +244,129 @@ impl Model {
         out: Option<&mut [f32]>,
         all: bool,
     ) -> Result<()> {
-        let cfg = &self.config;
         let m = tokens.len();
         if m == 0 {
             return Ok(());
         }
+        let pos0 = cache.next_pos();
+        let positions: Vec<u64> = (0..m as u64).map(|i| pos0 + i).collect();
+        self.run_blocks(tokens, &positions, Rows::One(cache), s, hooks)?;
+        if let Some(out) = out {
+            let rows = if all { 0..m } else { m - 1..m };
+            self.logits_of(rows, s, out)?;
+        }
+        Ok(())
+    }
+
+    /// One decode step for several independent sequences at once (the server's lanes): row
+    /// `i` is `tokens[i]` at the next position of `caches[i]`, and its logits go to
+    /// `logits[i]` (resized to `n_vocab`). Each weight matrix is read once for every row, and
+    /// each row's logits are bitwise those [`Model::forward`] gives for that sequence alone:
+    /// the several-rows kernels keep every row's dot products those of a single row, and
+    /// norms, RoPE and attention are per row over the row's own cache. Dense models without
+    /// hooks and caches without a sliding window only (the caller runs the others alone); at
+    /// most `scratch.capacity()` rows. On an error nothing is committed to any cache.
+    pub fn forward_rows(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut KvCache],
+        scratch: &mut Scratch,
+        logits: &mut [&mut Vec<f32>],
+    ) -> Result<()> {
+        let m = tokens.len();
+        if m == 0 || caches.len() != m || logits.len() != m {
+            return Err(EngineError::State {
+                reason: format!(
+                    "forward_rows: {m} tokens, {} caches and {} logit buffers",
+                    caches.len(),
+                    logits.len()
+                ),
+            });
+        }
+        if self.config.moe.is_some() || caches.iter().any(|c| c.window().is_some()) {
+            return Err(EngineError::State {
+                reason: "forward_rows runs dense models on caches without a window only".to_owned(),
+            });
+        }
+        for c in caches.iter() {
+            self.check_call(c, scratch)?;
+        }
+        self.check_tokens(tokens)?;
+        if m > scratch.capacity {
+            return Err(EngineError::State {
+                reason: format!("{m} rows exceed scratch capacity {}", scratch.capacity),
+            });
+        }
+        let positions: Vec<u64> = caches.iter().map(|c| c.next_pos()).collect();
+        let mut no_hooks = HookSet::new();
+        self.run_blocks(
+            tokens,
+            &positions,
+            Rows::Many(caches),
+            scratch,
+            &mut no_hooks,
+        )?;
+        let nv = self.config.n_vocab;
+        let mut all = std::mem::take(&mut scratch.rows_out);
+        all.resize(m * nv, 0.0);
+        let done = self.logits_of(0..m, scratch, &mut all);
+        if done.is_ok() {
+            for (row, out) in all.chunks_exact(nv).zip(logits.iter_mut()) {
+                out.clear();
+                out.extend_from_slice(row);
+            }
+        }
+        scratch.rows_out = all;
+        done
+    }
+
+    fn check_call(&self, cache: &KvCache, scratch: &Scratch) -> Result<()> {
+        cache.check_usable()?;
+        let cfg = &self.config;
+        if cache.n_layer() != cfg.n_layer || cache.kv_dim() != cfg.kv_dim() {
+            return Err(EngineError::State {
+                reason: "KV cache was made for another model".to_owned(),
+            });
+        }
+        if scratch.dims != (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff) {
+            return Err(EngineError::State {
+                reason: "scratch buffers were made for another model".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        for &t in tokens {
+            if t as usize >= self.config.n_vocab {
+                return Err(EngineError::TokenOutOfRange {
+                    token: t,
+                    vocab: self.config.n_vocab,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The blocks over `tokens`, row `i` at `positions[i]` of its cache in `rows`; leaves the
+    /// final residuals in `s.x` and commits every row's position.
+    fn run_blocks(
+        &self,
+        tokens: &[u32],
+        positions: &[u64],
+        mut rows: Rows<'_, '_>,
+        s: &mut Scratch,
+        hooks: &mut HookSet,
+    ) -> Result<()> {
+        let cfg = &self.config;
+        let m = tokens.len();
         if m > s.capacity {
             return Err(EngineError::State {
                 reason: format!("batch of {m} exceeds scratch capacity {}", s.capacity),
             });
         }
         let (d, qd, kvd, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
-        let pos0 = cache.next_pos();
+        let pos0 = positions.first().copied().unwrap_or(0);
         let pairs = self.rope.pairs();
         let w = &self.weights;
         let threads = &s.threads.clone();
@@ -286,8 +382,8 @@ impl Model {
         }
         s.moe.last_routes.clear();
         self.rope
-            .fill((0..m as u64).map(|i| pos0 + i), &mut s.cos, &mut s.sin);
-        cache.begin();
+            .fill(positions.iter().copied(), &mut s.cos, &mut s.sin);
+        rows.begin();
 
         for (l, lw) in w.layers.iter().enumerate() {
             // Attention.
@@ -298,7 +394,7 @@ impl Model {
             lw.wq.matmul(&s.xn, m, &mut s.q, threads)?;
             lw.wk.matmul(&s.xn, m, &mut s.k, threads)?;
             lw.wv.matmul(&s.xn, m, &mut s.v, threads)?;
-            for i in 0..m {
+            for (i, &pos) in positions.iter().enumerate() {
                 let q = &mut s.q[i * qd..(i + 1) * qd];
                 let k = &mut s.k[i * kvd..(i + 1) * kvd];
                 let v = &mut s.v[i * kvd..(i + 1) * kvd];
@@ -320,7 +416,7 @@ impl Model {
                 let sn = &s.sin[i * pairs..(i + 1) * pairs];
                 self.rope.apply(q, cs, sn);
                 self.rope.apply(k, cs, sn);
-                let pos = pos0 + i as u64;
+                let cache = rows.cache(i)?;
                 cache.write(l, pos, k, v)?;
                 attend(
                     cfg,
@@ -384,27 +480,73 @@ impl Model {
                     })?;
             }
         }
-        cache.commit(m);
+        rows.commit(m);
+        Ok(())
+    }
 
-        if let Some(out) = out {
-            let rows = if all { 0..m } else { m - 1..m };
-            let n = rows.len();
-            for (j, i) in rows.enumerate() {
-                ops::rms_norm(
-                    &s.x[i * d..(i + 1) * d],
-                    &w.output_norm,
-                    cfg.rms_eps,
-                    &mut s.xn[j * d..(j + 1) * d],
-                );
-            }
-            w.output.matmul(&s.xn, n, out, threads)?;
-            if sc.logit != 1.0 {
-                let inv = 1.0 / sc.logit;
-                for v in out.iter_mut() {
-                    *v *= inv;
-                }
+    /// The logits of rows `rows` of the final residuals in `s.x`, into `out` (row-major).
+    fn logits_of(
+        &self,
+        rows: std::ops::Range<usize>,
+        s: &mut Scratch,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let cfg = &self.config;
+        let d = cfg.n_embd;
+        let w = &self.weights;
+        let threads = &s.threads.clone();
+        let n = rows.len();
+        for (j, i) in rows.enumerate() {
+            ops::rms_norm(
+                &s.x[i * d..(i + 1) * d],
+                &w.output_norm,
+                cfg.rms_eps,
+                &mut s.xn[j * d..(j + 1) * d],
+            );
+        }
+        w.output.matmul(&s.xn, n, out, threads)?;
+        if cfg.scales.logit != 1.0 {
+            let inv = 1.0 / cfg.scales.logit;
+            for v in out.iter_mut() {
+                *v *= inv;
             }
         }
         Ok(())
+    }
+}
+
+/// Where the rows of one forward pass keep their keys and values: one sequence (a batch of
+/// consecutive positions) or one cache per row (independent sequences, one position each).
+enum Rows<'a, 'c> {
+    One(&'a mut KvCache),
+    Many(&'a mut [&'c mut KvCache]),
+}
+
+impl Rows<'_, '_> {
+    fn cache(&mut self, row: usize) -> Result<&mut KvCache> {
+        match self {
+            Rows::One(c) => Ok(c),
+            Rows::Many(cs) => cs
+                .get_mut(row)
+                .map(|c| &mut **c)
+                .ok_or_else(|| EngineError::State {
+                    reason: format!("no cache for row {row}"),
+                }),
+        }
+    }
+
+    fn begin(&mut self) {
+        match self {
+            Rows::One(c) => c.begin(),
+            Rows::Many(cs) => cs.iter_mut().for_each(|c| c.begin()),
+        }
+    }
+
+    /// `m` positions for one sequence, or one for each of many.
+    fn commit(&mut self, m: usize) {
+        match self {
+            Rows::One(c) => c.commit(m),
+            Rows::Many(cs) => cs.iter_mut().for_each(|c| c.commit(1)),
+        }
     }
 }

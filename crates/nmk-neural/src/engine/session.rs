@@ -359,6 +359,74 @@ impl Session {
         Ok(all)
     }
 
+    /// Whether this session can join [`Session::forward_together`].
+    fn joins_rows(&self) -> bool {
+        self.hooks.is_empty()
+            && self.cache.window().is_none()
+            && self.tokens.len() as u64 == self.cache.next_pos() + 1
+    }
+
+    /// Forwards the one queued token of each of `sessions` in one pass that reads the weights
+    /// once for all of them (the server's lanes, after each fed its last token). Each
+    /// session's logits are bitwise those its own next step would compute, so no generation
+    /// changes. A session joins when it has exactly one token queued, no hooks and no sliding
+    /// window, and shares the first joining session's (dense) model; the others are left for
+    /// their own next step. When the pass fails nothing is committed and every session is left
+    /// as it was (its own next step forwards it, and reports its own error if it has one).
+    /// Returns how many sessions were forwarded together.
+    pub fn forward_together(sessions: &mut [&mut Session]) -> Result<usize> {
+        let mut group: Vec<&mut Session> = sessions
+            .iter_mut()
+            .map(|s| &mut **s)
+            .filter(|s| s.joins_rows())
+            .collect();
+        let Some(model) = group.first().map(|s| s.model.clone()) else {
+            return Ok(0);
+        };
+        group.retain(|s| Arc::ptr_eq(&s.model, &model));
+        if group.len() < 2 || model.config().moe.is_some() {
+            return Ok(0);
+        }
+        let capacity = group
+            .iter()
+            .map(|s| s.scratch.capacity())
+            .min()
+            .unwrap_or(1);
+        let mut forwarded = 0;
+        for chunk in group.chunks_mut(capacity.max(1)) {
+            let Some((first, rest)) = chunk.split_first_mut() else {
+                continue;
+            };
+            let first: &mut Session = first;
+            let mut tokens = Vec::with_capacity(rest.len() + 1);
+            let mut caches: Vec<&mut KvCache> = Vec::with_capacity(rest.len() + 1);
+            let mut logits: Vec<&mut Vec<f32>> = Vec::with_capacity(rest.len() + 1);
+            for s in std::iter::once(&mut *first).chain(rest.iter_mut().map(|s| &mut **s)) {
+                let next = usize::try_from(s.cache.next_pos()).unwrap_or(usize::MAX);
+                let Some(&t) = s.tokens.get(next) else {
+                    return Err(EngineError::State {
+                        reason: "a lane without its queued token".to_owned(),
+                    });
+                };
+                tokens.push(t);
+            }
+            caches.push(&mut first.cache);
+            logits.push(&mut first.logits);
+            for s in rest.iter_mut() {
+                let s: &mut Session = s;
+                caches.push(&mut s.cache);
+                logits.push(&mut s.logits);
+            }
+            model.forward_rows(&tokens, &mut caches, &mut first.scratch, &mut logits)?;
+            for s in std::iter::once(&mut *first).chain(rest.iter_mut().map(|s| &mut **s)) {
+                s.routes.clear();
+                s.logits_pos = Some(s.cache.next_pos() - 1);
+                forwarded += 1;
+            }
+        }
+        Ok(forwarded)
+    }
+
     /// Forwards queued tokens, if any.
     fn run_queued(&mut self) -> Result<()> {
         let done = usize::try_from(self.cache.next_pos()).unwrap_or(usize::MAX);
