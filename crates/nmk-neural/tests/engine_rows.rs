@@ -4,7 +4,13 @@
 //! shared pass really ran (each cache advanced before the lane asked for its logits, and the
 //! call reports every lane), the lanes differ from one another, and a session with a hook
 //! installed is left out (reported 0, its cache untouched).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::needless_range_loop, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::needless_range_loop,
+    missing_docs
+)]
 
 use nmk_neural::engine::{ForbiddenIds, Session, SessionOptions, argmax};
 use nmk_neural::models::resolve_model;
