@@ -14,7 +14,8 @@ fn stdout(o: &Output) -> String {
 #[test]
 fn demo_then_verify_show_export_and_head() {
     let home = tempfile::tempdir().unwrap();
-    let demo = nmk(home.path(), &["demo", "--json"]);
+    // The kernel tour alone fills a ledger; the model workload is `cli_demo`'s.
+    let demo = nmk(home.path(), &["demo", "--no-model", "--json"]);
     assert_eq!(
         demo.status.code(),
         Some(0),
@@ -115,7 +116,10 @@ fn bad_input_gets_clear_errors_and_exit_codes() {
     let missing = nmk(home.path(), &["ledger", "verify"]);
     assert_eq!(missing.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no ledger at"));
-    assert_eq!(nmk(home.path(), &["demo"]).status.code(), Some(0));
+    assert_eq!(
+        nmk(home.path(), &["demo", "--no-model"]).status.code(),
+        Some(0)
+    );
     let bad_head = nmk(home.path(), &["ledger", "verify", "--head", "nonsense"]);
     assert_eq!(bad_head.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&bad_head.stderr).contains("SEQ:HASH"));
