@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::{json, nmk};
+use common::nmk;
 
 use std::io::Write;
 use std::path::Path;
@@ -63,14 +63,7 @@ fn records(out: &Output) -> Vec<serde_json::Value> {
 }
 
 fn ledger_hashes(home: &Path) -> Vec<String> {
-    let out = nmk(home, &["ledger", "show", "--limit", "10000", "--json"]);
-    assert_eq!(out.status.code(), Some(0));
-    json(&out)
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["hash"].as_str().unwrap().to_owned())
-        .collect()
+    common::ledger_hashes(home, 10000)
 }
 
 fn prompt_tokens(v: &serde_json::Value) -> u64 {

@@ -10,14 +10,7 @@ use common::{json, nmk};
 use std::path::Path;
 
 fn ledger_hashes(home: &Path) -> Vec<String> {
-    let out = nmk(home, &["ledger", "show", "--limit", "1000", "--json"]);
-    assert_eq!(out.status.code(), Some(0));
-    json(&out)
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["hash"].as_str().unwrap().to_owned())
-        .collect()
+    common::ledger_hashes(home, 1000)
 }
 
 #[test]

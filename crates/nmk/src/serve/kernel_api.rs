@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use nmk_det::primitives as builtin;
-use nmk_kernel::learn::Recheck;
+use nmk_kernel::learn::{Recheck, ReloadReport};
 use nmk_kernel::ledger::Ledger;
 use nmk_kernel::memory::{MemoryConfig, MemoryStore};
 use nmk_kernel::store::{Durability, database_path};
@@ -60,14 +60,20 @@ pub fn ledger_verify(home: &Path) -> Result<Json, ApiError> {
     }))
 }
 
-/// Learned primitives that pass their hash re-check, the refused ones, and the built-ins.
-pub fn primitives(home: &Path) -> Result<Json, ApiError> {
+/// The home's ledger and registry, and its learned primitives after their hash re-check.
+fn rechecked(home: &Path) -> Result<(learned::Kernel, ReloadReport), ApiError> {
     let mut kernel =
         learned::open(home).map_err(|e| internal("opening the registry")(format!("{e:#}")))?;
     let report = kernel
         .registry
         .reload(&kernel.ledger, Recheck::Hashes, None)
         .map_err(|e| internal("re-checking primitives")(e.to_string()))?;
+    Ok((kernel, report))
+}
+
+/// Learned primitives that pass their hash re-check, the refused ones, and the built-ins.
+pub fn primitives(home: &Path) -> Result<Json, ApiError> {
+    let (_, report) = rechecked(home)?;
     Ok(json!({
         "learned": report.usable.iter().map(|p| record_json(p.record(), false)).collect::<Vec<_>>(),
         "refused": report.refused.iter().map(|r| json!({ "entry": r.entry, "reason": r.reason })).collect::<Vec<_>>(),
@@ -85,12 +91,7 @@ pub fn primitives(home: &Path) -> Result<Json, ApiError> {
 /// chain and whether that entry's hash is the one the record names; `entry` narrows to one
 /// primitive and adds its program and gate report (404 when there is no such primitive).
 pub fn proofs(home: &Path, entry: Option<&str>) -> Result<Json, ApiError> {
-    let mut kernel =
-        learned::open(home).map_err(|e| internal("opening the registry")(format!("{e:#}")))?;
-    let report = kernel
-        .registry
-        .reload(&kernel.ledger, Recheck::Hashes, None)
-        .map_err(|e| internal("re-checking primitives")(e.to_string()))?;
+    let (kernel, report) = rechecked(home)?;
     let mut proofs = Vec::new();
     for p in &report.usable {
         let rec = p.record();

@@ -27,3 +27,24 @@ pub fn json(out: &Output) -> serde_json::Value {
         )
     })
 }
+
+/// The hashes of the first `limit` ledger entries of `home`, in chain order, read through
+/// `nmk ledger show --json`.
+pub fn ledger_hashes(home: &Path, limit: usize) -> Vec<String> {
+    let out = nmk(
+        home,
+        &["ledger", "show", "--limit", &limit.to_string(), "--json"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["hash"].as_str().unwrap().to_owned())
+        .collect()
+}
