@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_fact_loop;
 pub mod bench_mechanisms;
 pub mod bench_recurring;
+pub mod config;
 pub mod demo;
 pub mod gate;
 pub mod job;

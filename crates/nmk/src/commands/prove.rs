@@ -21,7 +21,7 @@ use crate::exit::Code;
 #[derive(Debug, Args)]
 pub struct ProveArgs {
     /// A registered model name (fetched into the cache if needed) or a path to a .gguf file.
-    #[arg(long, short, default_value = "smollm2-135m-instruct")]
+    #[arg(long, short, default_value = crate::config::DEFAULT_MODEL)]
     model: String,
     /// A GGUF file to prove on (overrides --model).
     #[arg(long)]

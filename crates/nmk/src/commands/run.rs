@@ -25,7 +25,7 @@ use nmk_neural::entry_head::TappedPrefill;
 #[derive(Debug, Args)]
 pub struct ModelArgs {
     /// A registered model name or a path to a .gguf file.
-    #[arg(long, short, default_value = "smollm2-135m-instruct")]
+    #[arg(long, short, default_value = crate::config::DEFAULT_MODEL)]
     pub model: String,
     /// Threads for the matrix kernels (results do not depend on it).
     #[arg(long, default_value_t = 1)]
