@@ -31,17 +31,17 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 #[command(name = "nmk", version, about, long_about = None, after_help = TOP_LEVEL_HELP)]
 struct Cli {
     /// Kernel home (ledger database and state). Default: $NMK_HOME, else ~/.local/share/nmk.
-    #[arg(long, global = true, env = "NMK_HOME")]
+    #[arg(long, global = true, env = "NMK_HOME", display_order = 900)]
     home: Option<PathBuf>,
     /// Print machine-readable JSON instead of text.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, display_order = 901)]
     json: bool,
     /// Config file. Default: $NMK_CONFIG, else <home>/nmk.toml (a missing home config means
     /// built-in defaults).
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", display_order = 902)]
     config: Option<PathBuf>,
     /// More log output on stderr when RUST_LOG is unset: -v info, -vv debug.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, display_order = 903)]
     verbose: u8,
     #[command(subcommand)]
     command: Command,

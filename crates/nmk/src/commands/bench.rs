@@ -18,6 +18,9 @@ use crate::exit::Code;
 
 /// Options of `nmk bench`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  nmk bench\n  nmk bench --runs 3 --thread-counts 1,2,4 --json\n  nmk bench --mechanisms\n  nmk bench --fact-loop --fact-items 40\n  nmk bench --recurring --requests 200 --json"
+)]
 pub struct BenchArgs {
     #[command(flatten)]
     model: ModelArgs,

@@ -10,6 +10,9 @@ use crate::exit::Code;
 
 /// `nmk config …`.
 #[derive(Debug, Subcommand)]
+#[command(
+    after_help = "Examples:\n  nmk config show\n  nmk config path\n  NMK_THREADS=4 nmk config show --json"
+)]
 pub enum ConfigCommand {
     /// Print the effective settings and where each came from (flag, env, file or default).
     #[command(

@@ -17,6 +17,9 @@ use crate::exit::Code;
 
 /// Options of `nmk gate`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  nmk gate examples/gaps/gcd.toml my_gcd.py\n  nmk gate examples/gaps/gcd.toml my_gcd.py --register\n  nmk gate examples/gaps/is_palindrome.toml pal.py --n 50 --seed 7 --json"
+)]
 pub struct GateArgs {
     /// The gap file (TOML: entry, signature, description, samples, generator, oracle).
     gap: PathBuf,

@@ -14,9 +14,15 @@ use crate::exit::Code;
 
 /// Ledger subcommands.
 #[derive(Debug, Subcommand)]
+#[command(
+    after_help = "Examples:\n  nmk ledger verify\n  nmk ledger show --tail --limit 5\n  nmk ledger head\n  nmk ledger export --out ledger.jsonl"
+)]
 pub enum LedgerCommand {
     /// Verify the chain: every seal, every link, no gaps; with --head, also that the entry you
     /// last trusted is still there (detects a truncated tail).
+    #[command(
+        after_help = "Examples:\n  nmk ledger verify\n  nmk ledger verify --json\n  nmk ledger verify --head \"$(nmk ledger head)\"\n  nmk ledger export --out ledger.jsonl && nmk ledger verify --file ledger.jsonl"
+    )]
     Verify {
         /// Verify an exported JSONL file instead of the kernel's database.
         #[arg(long)]
@@ -26,6 +32,9 @@ pub enum LedgerCommand {
         head: Option<String>,
     },
     /// Print entries.
+    #[command(
+        after_help = "Examples:\n  nmk ledger show\n  nmk ledger show --from 10 --limit 5\n  nmk ledger show --tail --limit 3 --json"
+    )]
     Show {
         /// First sequence number to print.
         #[arg(long, default_value_t = 0)]
@@ -38,12 +47,16 @@ pub enum LedgerCommand {
         tail: bool,
     },
     /// Export every entry as canonical JSON lines.
+    #[command(
+        after_help = "Examples:\n  nmk ledger export > ledger.jsonl\n  nmk ledger export --out ledger.jsonl --json"
+    )]
     Export {
         /// Write to this file (atomically) instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
     },
     /// Print the current head as SEQ:HASH, to keep for a later `verify --head`.
+    #[command(after_help = "Examples:\n  nmk ledger head\n  nmk ledger head --json")]
     Head,
 }
 

@@ -21,6 +21,9 @@ use crate::head_trainer::{TrainConfig, train};
 
 /// Options of `nmk train-head`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  nmk train-head\n  nmk train-head --layers 9,15 --epochs 200 --json\n  nmk train-head --model smollm2-135m-instruct --out my-model.head"
+)]
 pub struct TrainHeadArgs {
     #[command(flatten)]
     model: ModelArgs,
