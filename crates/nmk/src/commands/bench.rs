@@ -209,7 +209,7 @@ pub fn run(home: &Path, out: &Output, args: &BenchArgs) -> Result<Code> {
                 requests: args.requests,
                 seed: args.recurring_seed,
                 max_tokens: args.recurring_max_tokens,
-                progress: !out.json,
+                progress: !super::progress::hidden(out.json),
             },
         )?;
         if out.json {

@@ -71,7 +71,12 @@ pub fn run(home: &std::path::Path, out: &Output, args: &GateArgs) -> Result<Code
         config.seed = seed;
     }
     let mut kernel = learned::open(home)?;
+    let spinner = super::progress::spinner(
+        format!("gating {} ({} held-out instances per seed)", file.entry, config.n),
+        super::progress::hidden(out.json),
+    );
     let adm = admit(&gap, &code, &sandbox, &config);
+    spinner.finish_and_clear();
     let provenance = Provenance::user();
     let entry = record_admission(
         &kernel.ledger,

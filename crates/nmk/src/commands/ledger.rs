@@ -111,6 +111,7 @@ pub fn run(home: &Path, out: &Output, cmd: LedgerCommand) -> Result<Code> {
         }
         LedgerCommand::Export { out: path } => {
             let ledger = open_existing(&database_path(home))?;
+            let to_stdout = path.is_none();
             let n = match path {
                 None => {
                     let stdout = std::io::stdout();
@@ -119,10 +120,11 @@ pub fn run(home: &Path, out: &Output, cmd: LedgerCommand) -> Result<Code> {
                 }
                 Some(path) => export_atomically(&ledger, &path)?,
             };
-            if out.json {
-                out.print_json(&serde_json::json!({ "exported": n }));
-            } else {
-                eprintln!("exported {n} entries");
+            match (out.json, to_stdout) {
+                // The entries on stdout are already JSON Lines; a summary object would break
+                // the stream, so the count goes to stderr as in text mode.
+                (true, false) => out.print_json(&serde_json::json!({ "exported": n })),
+                _ => eprintln!("exported {n} entries"),
             }
             Ok(Code::Success)
         }

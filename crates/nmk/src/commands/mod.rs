@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod memory;
 pub mod model;
 pub mod primitives;
+pub mod progress;
 pub mod prove;
 pub mod run;
 pub mod train_head;
