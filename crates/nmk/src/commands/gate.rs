@@ -72,7 +72,10 @@ pub fn run(home: &std::path::Path, out: &Output, args: &GateArgs) -> Result<Code
     }
     let mut kernel = learned::open(home)?;
     let spinner = super::progress::spinner(
-        format!("gating {} ({} held-out instances per seed)", file.entry, config.n),
+        format!(
+            "gating {} ({} held-out instances per seed)",
+            file.entry, config.n
+        ),
         super::progress::hidden(out.json),
     );
     let adm = admit(&gap, &code, &sandbox, &config);
