@@ -320,7 +320,15 @@ impl Settings {
         let explicit = path_source != Source::Default;
         let meta = match std::fs::metadata(&path) {
             Ok(m) => m,
-            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => {
+            // A home that is not a directory is the command's error to report (a runtime
+            // one), not the config's.
+            Err(e)
+                if !explicit
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    ) =>
+            {
                 return Ok(Settings {
                     path,
                     path_source,

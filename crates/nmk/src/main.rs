@@ -171,6 +171,12 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     init_tracing(cli.verbose);
+    tracing::debug!(
+        path = %settings.path().display(),
+        source = settings.path_source().as_str(),
+        exists = settings.present(),
+        "config file"
+    );
     let home = cli
         .home
         .clone()
@@ -214,5 +220,6 @@ fn init_tracing(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
