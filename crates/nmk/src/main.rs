@@ -122,7 +122,7 @@ Configuration: settings come from a command-line flag, else an environment varia
 config file (--config PATH, else $NMK_CONFIG, else <home>/nmk.toml), else the built-in default.
 `nmk config show` prints each setting with its source; `nmk config path` the file read.
   nmk.toml keys          environment           flag
-  model                  NMK_MODEL             --model (run, tokenize, bench, train-head, prove, demo, serve)
+  model                  NMK_MODEL             --model (run, tokenize, bench, train-head, prove, demo, chat, serve)
   threads                NMK_THREADS           --threads
   run.max_tokens         NMK_RUN_MAX_TOKENS    nmk run --max-tokens
   run.temperature        NMK_RUN_TEMPERATURE   nmk run --temp
