@@ -137,8 +137,10 @@ e.g. RUST_LOG=nmk=debug; -v/-vv are shorthands when it is unset).
 
 Exit codes (scripts may rely on them):
   0  success
-  1  a check failed (a broken or tampered ledger, a refused program, a failed battery or demo)
-  2  usage error (unknown flag or bad value, malformed input file, bad or unknown config key)
+  1  a check failed (a broken or tampered ledger, a refused program, a failed battery or
+     demo, a memory key that is not there)
+  2  usage error (unknown flag or bad value, a missing or malformed input file, a bad config
+     file or key, a bad value in an NMK_* variable)
   3  runtime error (I/O, database, model fetch or load)
   141  stdout closed early (e.g. piped into head)";
 

@@ -248,6 +248,13 @@ fn usage_errors_exit_2() {
         &["gate", bad_gap.to_str().unwrap(), program.to_str().unwrap()],
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // So is a malformed --head, and a job file that is not there.
+    assert!(nmk(h, &["memory", "put", "a", "1"]).status.success());
+    let out = nmk(h, &["ledger", "verify", "--head", "not-a-head"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let absent = h.join("absent-job.json");
+    let out = nmk(h, &["job", "submit", absent.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     // A garbage config file as well.
     std::fs::write(h.join("nmk.toml"), "\u{0}\u{1}garbage").unwrap();
     let out = nmk(h, &["memory", "stats"]);

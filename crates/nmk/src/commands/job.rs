@@ -115,7 +115,11 @@ fn structured_output_catalogue(schema: Value) -> OpCatalogue {
 }
 
 fn read_job(path: &Path) -> Result<std::result::Result<Job, String>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    // A job file that is not there is the caller's mistake (usage), like a malformed one.
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(format!("{}: cannot read: {e}", path.display()))),
+    };
     if meta.len() > MAX_JOB_FILE_BYTES {
         return Ok(Err(format!(
             "{} is {} bytes, over the cap of {MAX_JOB_FILE_BYTES}",

@@ -64,7 +64,14 @@ pub enum LedgerCommand {
 pub fn run(home: &Path, out: &Output, cmd: LedgerCommand) -> Result<Code> {
     match cmd {
         LedgerCommand::Verify { file, head } => {
-            let known = head.as_deref().map(parse_head).transpose()?;
+            // A malformed --head is a usage error, not a failed check or a runtime fault.
+            let known = match head.as_deref().map(parse_head).transpose() {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return Ok(Code::Usage);
+                }
+            };
             let (report, source) = match file {
                 Some(path) => {
                     let f =
