@@ -107,6 +107,43 @@ fn config_show_names_the_source_of_each_layer() {
     assert_eq!(shown(h, &env, &line, "threads"), pair("3", "file"));
     let line = ["run", "--threads", "2", "hello"];
     assert_eq!(shown(h, &env, &line, "threads"), pair("2", "flag"));
+    // The server's and learn's arguments are layered the same way (seen without starting
+    // either: the command line is only parsed).
+    std::fs::write(
+        h.join("nmk.toml"),
+        "[serve]\nport = 9100\nmax_queue = 4\n[learn]\nmodel = \"file-coder\"\n",
+    )
+    .unwrap();
+    let env = [("NMK_SERVE_PORT", "9200"), ("NMK_LEARN_MODEL", "env-coder")];
+    assert_eq!(
+        shown(h, &[], &["serve"], "serve.port"),
+        pair("9100", "file")
+    );
+    assert_eq!(
+        shown(h, &env, &["serve"], "serve.port"),
+        pair("9200", "env")
+    );
+    assert_eq!(
+        shown(h, &env, &["serve", "--port", "9300"], "serve.port"),
+        pair("9300", "flag")
+    );
+    assert_eq!(
+        shown(h, &env, &["serve"], "serve.max_queue"),
+        pair("4", "file")
+    );
+    assert_eq!(
+        shown(h, &env, &["serve"], "serve.deadline_s"),
+        pair("120", "default")
+    );
+    assert_eq!(
+        shown(h, &[], &["learn", "g.toml"], "learn.model"),
+        pair("file-coder", "file")
+    );
+    assert_eq!(
+        shown(h, &env, &["learn", "g.toml"], "learn.model"),
+        pair("env-coder", "env")
+    );
+    std::fs::write(h.join("nmk.toml"), "model = \"file-model\"\n").unwrap();
     // The file's value is also what `--help` now shows as the default.
     let help = nmk_with(h, &[], &["run", "--help"]);
     let text = String::from_utf8_lossy(&help.stdout);
