@@ -7,9 +7,10 @@ use std::process::ExitCode;
 pub enum Code {
     /// Everything checked out.
     Success = 0,
-    /// A check failed: a broken ledger, a demo whose results did not verify.
+    /// A check failed: a broken ledger, a refused program, a demo whose results did not verify.
     CheckFailed = 1,
-    /// The command was given something it cannot use (a malformed gap file, bad arguments).
+    /// The command was given something it cannot use (bad arguments, a missing or malformed
+    /// gap or job file, a bad config file). Clap's own parse errors exit with this code too.
     Usage = 2,
     /// Something went wrong running the command (I/O, database).
     RuntimeError = 3,

@@ -4,6 +4,7 @@
 //! codes. It wires the planes together and is the only place `anyhow` is used.
 
 mod commands;
+mod config;
 mod exit;
 mod fact_lane;
 mod head_lane;
@@ -21,28 +22,43 @@ mod token_gate;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// nmk: a language-model runtime behind a small trusted kernel. The model proposes; the kernel
 /// disposes: nothing reaches you before a deterministic validator has judged it, and every
 /// judgement lands in a hash-chained proof ledger.
 #[derive(Debug, Parser)]
-#[command(name = "nmk", version, about, long_about = None, after_help = "Examples:\n  nmk demo\n  nmk model pull smollm2-135m-instruct\n  nmk model info qwen2.5-coder-0.5b-instruct\n  nmk run \"Name the capital city of France.\"\n  nmk run \"what is the gcd of 12 and 18\"\n  nmk run --no-route \"is 97 prime\"\n  nmk run --raw --max-tokens 8 \"The capital of France is\"\n  nmk run --shape-json \"Give a JSON object with keys name and age.\"\n  nmk tokenize --json \"Hello, world\"\n  nmk ledger verify\n  nmk ledger show --limit 5 --json\n  nmk ledger export --out ledger.jsonl\n  nmk ledger verify --file ledger.jsonl --head 41:3f…\n  nmk gate examples/gaps/gcd.toml my_gcd.py --register\n  nmk learn examples/gaps/*.toml\n  nmk primitives list\n  nmk primitives call gcd \"[12, 18]\"\n  nmk memory put city Paris\n  nmk memory consult --json\n  nmk serve --port 8080\n\nExit codes: 0 success, 1 a check failed (broken ledger, failed demo), 2 usage error, 3 runtime error.\nLogging: set RUST_LOG (e.g. RUST_LOG=nmk=debug).")]
+#[command(name = "nmk", version, about, long_about = None, after_help = TOP_LEVEL_HELP)]
 struct Cli {
     /// Kernel home (ledger database and state). Default: $NMK_HOME, else ~/.local/share/nmk.
-    #[arg(long, global = true, env = "NMK_HOME")]
+    #[arg(long, global = true, env = "NMK_HOME", display_order = 900)]
     home: Option<PathBuf>,
     /// Print machine-readable JSON instead of text.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, display_order = 901)]
     json: bool,
+    /// Config file. Default: $NMK_CONFIG, else <home>/nmk.toml (a missing home config means
+    /// built-in defaults).
+    #[arg(long, global = true, value_name = "PATH", display_order = 902)]
+    config: Option<PathBuf>,
+    /// More log output on stderr when RUST_LOG is unset: -v info, -vv debug.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, display_order = 903)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a walkthrough of the trusted kernel: plans admitted or refused, validators judging,
-    /// a repair, a budget refusal, commits, and the ledger verified.
+    /// The first thing to run: a short tour of the kernel, then 16 mixed requests through the
+    /// kernel and through the bare model (route, verification, tokens, latency, correct or
+    /// not), the totals side by side, and the ledger verified.
+    #[command(after_help = "Examples:
+  nmk demo
+  nmk demo --json | jq '.kernel_pass.totals'
+  nmk demo --no-model
+  nmk demo --model qwen2.5-coder-0.5b-instruct
+
+Exit codes: 0 the ledger verified and every primitive's answer was correct, 1 a check failed, 3 a runtime error.")]
     Demo(commands::demo::DemoArgs),
     /// Read, verify and export the proof ledger.
     #[command(subcommand)]
@@ -86,7 +102,7 @@ enum Command {
     /// streamed or whole, with the kernel's route, verification and ledger entry in an extra
     /// `nmk` object), plus kernel read endpoints; one line `listening on http://HOST:PORT`.
     #[command(
-        after_help = "Examples:\n  nmk serve\n  nmk serve --port 0 --max-tokens 128\n  NMK_API_KEY=secret nmk serve --host 0.0.0.0 --port 8080 --max-queue 32\n  curl -s localhost:8080/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{\"model\":\"smollm2-135m-instruct\",\"messages\":[{\"role\":\"user\",\"content\":\"what is the gcd of 12 and 18\"}]}'\n  curl -s localhost:8080/v1/nmk/ledger?limit=5\n\nEndpoints: GET /v1/models, POST /v1/chat/completions, POST /v1/completions, GET /v1/nmk/ledger?limit=N, GET /v1/nmk/ledger/verify, GET /v1/nmk/primitives, GET /v1/nmk/memory, GET /v1/nmk/memory/{key}.\nStreaming: streamed text passed the per-token gate; the commit trap's whole-answer verdict arrives in the last chunk's `nmk` object."
+        after_help = "Examples:\n  nmk serve\n  nmk serve --port 0 --max-tokens 128\n  NMK_API_KEY=secret nmk serve --host 0.0.0.0 --port 8080 --max-queue 32 --max-lanes 4\n  curl -s localhost:8080/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{\"model\":\"smollm2-135m-instruct\",\"messages\":[{\"role\":\"user\",\"content\":\"what is the gcd of 12 and 18\"}]}'\n  curl -s localhost:8080/v1/nmk/ledger?limit=5\n  curl -s localhost:8080/v1/nmk/proofs\n\nEndpoints: GET /v1/models, POST /v1/chat/completions, POST /v1/completions, GET /v1/nmk/ledger?limit=N, GET /v1/nmk/ledger/verify, GET /v1/nmk/primitives, GET /v1/nmk/proofs[/{entry}], POST /v1/nmk/gaps, GET /v1/nmk/gaps[/{id}], GET /v1/nmk/memory, GET /v1/nmk/memory/{key}.\nLanes: up to --max-lanes model requests are decoded at once, sharing each pass over the weights; primitives never wait for the model.\nStreaming: streamed text passed the per-token gate; the commit trap's whole-answer verdict arrives in the last chunk's `nmk` object."
     )]
     Serve(serve::ServeArgs),
     /// Chat in the terminal through the kernel: each message is answered by a proven primitive
@@ -94,10 +110,55 @@ enum Command {
     /// per-token gate accepts it and judged whole by the commit trap; one status line per
     /// answer (route, verification, tokens, latency, ledger entry).
     #[command(
-        after_help = "Examples:\n  nmk chat\n  nmk chat --system \"Answer in one sentence.\" --max-tokens 128\n  printf 'what is the gcd of 12 and 18\\nName the capital city of France.\\n' | nmk chat --json\n\nCommands: /help, /reset (forget the conversation), /history, /quit (or end of input).\nWith --json: one JSON object per line on stdout (kind: answer, history, reset, help, error)."
+        after_help = "Examples:\n  nmk chat\n  nmk chat --system \"Answer in one sentence.\" --max-tokens 128\n  printf 'what is the gcd of 12 and 18\\nName the capital city of France.\\n' | nmk chat --json\n\nIn the chat: /help, /reset (forget the conversation), /history, /quit (or end of input).\nWith --json: one JSON object per line on stdout (kind: answer, history, reset, help, error)."
     )]
     Chat(commands::chat::ChatArgs),
+    /// Show the config file in use and the effective settings (flag > env > file > default).
+    #[command(subcommand)]
+    Config(commands::config::ConfigCommand),
 }
+
+const TOP_LEVEL_HELP: &str = "Examples:
+  nmk demo
+  nmk model pull smollm2-135m-instruct
+  nmk run \"Name the capital city of France.\"
+  nmk run \"what is the gcd of 12 and 18\"
+  nmk run --raw --max-tokens 8 \"The capital of France is\"
+  nmk tokenize --json \"Hello, world\"
+  nmk ledger verify
+  nmk ledger show --limit 5 --json
+  nmk gate examples/gaps/gcd.toml my_gcd.py --register
+  nmk learn examples/gaps/*.toml
+  nmk primitives call gcd \"[12, 18]\"
+  nmk memory put city Paris
+  nmk config show
+  nmk serve --port 8080
+
+Configuration: settings come from a command-line flag, else an environment variable, else the
+config file (--config PATH, else $NMK_CONFIG, else <home>/nmk.toml), else the built-in default.
+`nmk config show` prints each setting with its source; `nmk config path` the file read.
+  nmk.toml keys          environment           flag
+  model                  NMK_MODEL             --model (run, tokenize, bench, train-head, prove, demo, chat, serve)
+  threads                NMK_THREADS           --threads
+  run.max_tokens         NMK_RUN_MAX_TOKENS    nmk run --max-tokens
+  run.temperature        NMK_RUN_TEMPERATURE   nmk run --temp
+  run.seed               NMK_RUN_SEED          nmk run --seed
+  learn.model            NMK_LEARN_MODEL       nmk learn --model
+  serve.host|port|max_queue|max_tokens|deadline_s
+                         NMK_SERVE_HOST, NMK_SERVE_PORT, NMK_SERVE_MAX_QUEUE, NMK_SERVE_MAX_TOKENS,
+                         NMK_SERVE_DEADLINE_S
+  The server's API key is read only from NMK_API_KEY or --api-key, never from the file.
+Other environment: NMK_HOME (kernel home), NMK_CONFIG (config file), RUST_LOG (log filter,
+e.g. RUST_LOG=nmk=debug; -v/-vv are shorthands when it is unset).
+
+Exit codes (scripts may rely on them):
+  0  success
+  1  a check failed (a broken or tampered ledger, a refused program, a failed battery or
+     demo, a memory key that is not there)
+  2  usage error (unknown flag or bad value, a missing or malformed input file, a bad config
+     file or key, a bad value in an NMK_* variable)
+  3  runtime error (I/O, database, model fetch or load)
+  141  stdout closed early (e.g. piped into head)";
 
 /// Counts every allocation so the sandbox worker role's memory limit holds (the limit is only
 /// set inside a worker; elsewhere this is a plain counting allocator).
@@ -114,8 +175,26 @@ fn main() -> ExitCode {
         std::process::exit(nmk_sandbox::worker_main(None));
     }
     exit::quiet_on_broken_pipe();
-    let cli = Cli::parse();
-    init_tracing();
+    let invocation = config::Invocation::scan(std::env::args_os());
+    let settings = match config::Settings::load(&invocation) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::Code::Usage.into();
+        }
+    };
+    let matches = settings.layer(Cli::command()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    init_tracing(cli.verbose);
+    tracing::debug!(
+        path = %settings.path().display(),
+        source = settings.path_source().as_str(),
+        exists = settings.present(),
+        "config file"
+    );
     let home = cli
         .home
         .clone()
@@ -137,6 +216,7 @@ fn main() -> ExitCode {
         Command::TrainHead(args) => commands::train_head::run(&home, &out, &args),
         Command::Serve(args) => serve::run(&home, &args),
         Command::Chat(args) => commands::chat::run(&home, &out, &args),
+        Command::Config(cmd) => commands::config::run(&settings, &out, cmd, &Cli::command()),
     };
     match result {
         Ok(code) => code.into(),
@@ -147,11 +227,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// RUST_LOG when set; otherwise warnings, or more with -v (info) and -vv (debug).
+fn init_tracing(verbose: u8) {
+    let fallback = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(fallback));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }

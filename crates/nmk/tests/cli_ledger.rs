@@ -121,7 +121,8 @@ fn bad_input_gets_clear_errors_and_exit_codes() {
         Some(0)
     );
     let bad_head = nmk(home.path(), &["ledger", "verify", "--head", "nonsense"]);
-    assert_eq!(bad_head.status.code(), Some(3));
+    // A malformed --head is a usage error.
+    assert_eq!(bad_head.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_head.stderr).contains("SEQ:HASH"));
     assert_eq!(
         nmk(home.path(), &["ledger", "frobnicate"]).status.code(),

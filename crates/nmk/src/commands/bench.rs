@@ -18,6 +18,9 @@ use crate::exit::Code;
 
 /// Options of `nmk bench`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  nmk bench\n  nmk bench --runs 3 --thread-counts 1,2,4 --json\n  nmk bench --mechanisms\n  nmk bench --fact-loop --fact-items 40\n  nmk bench --recurring --requests 200 --json"
+)]
 pub struct BenchArgs {
     #[command(flatten)]
     model: ModelArgs,
@@ -206,7 +209,7 @@ pub fn run(home: &Path, out: &Output, args: &BenchArgs) -> Result<Code> {
                 requests: args.requests,
                 seed: args.recurring_seed,
                 max_tokens: args.recurring_max_tokens,
-                progress: !out.json,
+                progress: !super::progress::hidden(out.json),
             },
         )?;
         if out.json {
@@ -234,8 +237,14 @@ pub fn run(home: &Path, out: &Output, args: &BenchArgs) -> Result<Code> {
     let bytes_per_token = weight_bytes_per_token(&m);
     let bandwidth = memory_bandwidth();
     let mut rows = Vec::new();
+    let bar = super::progress::bar(
+        (args.thread_counts.len() * args.runs.max(1)) as u64,
+        "runs",
+        super::progress::hidden(out.json),
+    );
     for &threads in &args.thread_counts {
         m.set_threads(threads);
+        bar.set_message(format!("{threads} thread(s)"));
         let _ = one_run(&m, &ids, 4)?; // warm-up: page in the weights
         let mut prefill = Vec::new();
         let mut decode = Vec::new();
@@ -243,6 +252,7 @@ pub fn run(home: &Path, out: &Output, args: &BenchArgs) -> Result<Code> {
             let r = one_run(&m, &ids, args.gen_tokens)?;
             prefill.push(r.prefill_tps);
             decode.push(r.decode_tps);
+            bar.inc(1);
         }
         let (p, d) = (median(prefill), median(decode));
         let achieved = bytes_per_token as f64 * d / 1e9;
@@ -254,6 +264,7 @@ pub fn run(home: &Path, out: &Output, args: &BenchArgs) -> Result<Code> {
             "roofline_fraction": achieved / bandwidth.max(1e-9),
         }));
     }
+    bar.finish_and_clear();
     let report = serde_json::json!({
         "model": args.model.model,
         "prompt_tokens": ids.len(),

@@ -384,7 +384,8 @@ pub fn run(home: &Path, opts: &Options<'_>) -> Result<serde_json::Value> {
     let mut proposer: Option<NeuralProposer> = None;
     let mut served = Vec::with_capacity(opts.requests);
     let started = Instant::now();
-    for (i, req) in workload(opts.requests, opts.seed).iter().enumerate() {
+    let bar = super::progress::bar(opts.requests as u64, "requests", !opts.progress);
+    for req in &workload(opts.requests, opts.seed) {
         let t0 = Instant::now();
         let routed = front.route(&req.text, false)?;
         let s = match &routed.outcome {
@@ -439,15 +440,9 @@ pub fn run(home: &Path, opts: &Options<'_>) -> Result<serde_json::Value> {
             }
         };
         served.push(s);
-        if opts.progress && (i + 1) % 100 == 0 {
-            eprintln!(
-                "[{}/{} requests, {:.0} s]",
-                i + 1,
-                opts.requests,
-                started.elapsed().as_secs_f64()
-            );
-        }
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     let verify = front.ledger.verify(None)?;
     let all: Vec<&Served> = served.iter().collect();
     let mut families = serde_json::Map::new();

@@ -16,6 +16,9 @@ use crate::exit::Code;
 
 /// Options of `nmk gate`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  nmk gate examples/gaps/gcd.toml my_gcd.py\n  nmk gate examples/gaps/gcd.toml my_gcd.py --register\n  nmk gate examples/gaps/is_palindrome.toml pal.py --n 50 --seed 7 --json"
+)]
 pub struct GateArgs {
     /// The gap file (TOML: entry, signature, description, samples, generator, oracle).
     gap: PathBuf,
@@ -67,11 +70,21 @@ pub fn run(home: &std::path::Path, out: &Output, args: &GateArgs) -> Result<Code
         config.seed = seed;
     }
     let mut kernel = learned::open(home)?;
+    let spinner = super::progress::spinner(
+        format!(
+            "gating {} ({} held-out instances per seed)",
+            file.entry, config.n
+        ),
+        super::progress::hidden(out.json),
+    );
+    let gated =
+        learned::gate_user_program(&mut kernel, &sandbox, &gap, &code, &config, args.register);
+    spinner.finish_and_clear();
     let learned::Gated {
         admission: adm,
         entry,
         registered,
-    } = learned::gate_user_program(&mut kernel, &sandbox, &gap, &code, &config, args.register)?;
+    } = gated?;
     let elapsed = started.elapsed();
     if out.json {
         let mut v = admission_json(&adm);

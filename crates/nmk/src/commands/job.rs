@@ -29,9 +29,15 @@ const MAX_JOB_FILE_BYTES: u64 = 1 << 20;
 
 /// `nmk job …`
 #[derive(Debug, Subcommand)]
+#[command(
+    after_help = "Examples:\n  echo '{\"id\": \"j1\", \"prompt\": \"Give a JSON object describing the person.\", \"inputs\": {\"draft\": \"{\\\"name\\\": \\\"Ada\\\", \\\"age\\\": 36}\", \"schema\": {\"required\": [\"name\", \"age\"]}}}' > job.json\n  nmk job submit job.json\n  nmk job dashboard"
+)]
 pub enum JobCommand {
     /// Run a job file (`{"id", "prompt", "type"?, "inputs"?, "budget"?}`) through the
     /// orchestrator: classify, plan, admit, run, commit; print the rollup.
+    #[command(
+        after_help = "Examples:\n  echo '{\"id\": \"j1\", \"prompt\": \"Give a JSON object describing the person.\", \"inputs\": {\"draft\": \"{\\\"name\\\": \\\"Ada\\\", \\\"age\\\": 36}\", \"schema\": {\"required\": [\"name\", \"age\"]}}}' > job.json\n  nmk job submit job.json\n  nmk job submit job.json --trace trace.jsonl --json"
+    )]
     Submit {
         /// The job file (JSON).
         job: PathBuf,
@@ -41,6 +47,7 @@ pub enum JobCommand {
         trace: Option<PathBuf>,
     },
     /// Totals over every job run in this home: jobs, commits, types, proven templates, lessons.
+    #[command(after_help = "Examples:\n  nmk job dashboard\n  nmk job dashboard --json")]
     Dashboard,
 }
 
@@ -108,7 +115,11 @@ fn structured_output_catalogue(schema: Value) -> OpCatalogue {
 }
 
 fn read_job(path: &Path) -> Result<std::result::Result<Job, String>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    // A job file that is not there is the caller's mistake (usage), like a malformed one.
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(format!("{}: cannot read: {e}", path.display()))),
+    };
     if meta.len() > MAX_JOB_FILE_BYTES {
         return Ok(Err(format!(
             "{} is {} bytes, over the cap of {MAX_JOB_FILE_BYTES}",

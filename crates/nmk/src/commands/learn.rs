@@ -29,6 +29,9 @@ use crate::exit::Code;
 
 /// Options of `nmk learn`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  nmk learn examples/gaps/gcd.toml\n  nmk learn examples/gaps/*.toml --attempts 5\n  nmk learn --escalate --budget 8 examples/gaps/is_palindrome.toml\n  nmk learn --json --no-register examples/gaps/count_vowels.toml"
+)]
 pub struct LearnArgs {
     /// Gap files (TOML), one program learned per gap.
     #[arg(required = true)]

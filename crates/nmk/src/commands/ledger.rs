@@ -14,9 +14,15 @@ use crate::exit::Code;
 
 /// Ledger subcommands.
 #[derive(Debug, Subcommand)]
+#[command(
+    after_help = "Examples:\n  nmk ledger verify\n  nmk ledger show --tail --limit 5\n  nmk ledger head\n  nmk ledger export --out ledger.jsonl"
+)]
 pub enum LedgerCommand {
     /// Verify the chain: every seal, every link, no gaps; with --head, also that the entry you
     /// last trusted is still there (detects a truncated tail).
+    #[command(
+        after_help = "Examples:\n  nmk ledger verify\n  nmk ledger verify --json\n  nmk ledger verify --head \"$(nmk ledger head)\"\n  nmk ledger export --out ledger.jsonl && nmk ledger verify --file ledger.jsonl"
+    )]
     Verify {
         /// Verify an exported JSONL file instead of the kernel's database.
         #[arg(long)]
@@ -26,6 +32,9 @@ pub enum LedgerCommand {
         head: Option<String>,
     },
     /// Print entries.
+    #[command(
+        after_help = "Examples:\n  nmk ledger show\n  nmk ledger show --from 10 --limit 5\n  nmk ledger show --tail --limit 3 --json"
+    )]
     Show {
         /// First sequence number to print.
         #[arg(long, default_value_t = 0)]
@@ -38,12 +47,16 @@ pub enum LedgerCommand {
         tail: bool,
     },
     /// Export every entry as canonical JSON lines.
+    #[command(
+        after_help = "Examples:\n  nmk ledger export > ledger.jsonl\n  nmk ledger export --out ledger.jsonl --json"
+    )]
     Export {
         /// Write to this file (atomically) instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
     },
     /// Print the current head as SEQ:HASH, to keep for a later `verify --head`.
+    #[command(after_help = "Examples:\n  nmk ledger head\n  nmk ledger head --json")]
     Head,
 }
 
@@ -51,7 +64,14 @@ pub enum LedgerCommand {
 pub fn run(home: &Path, out: &Output, cmd: LedgerCommand) -> Result<Code> {
     match cmd {
         LedgerCommand::Verify { file, head } => {
-            let known = head.as_deref().map(parse_head).transpose()?;
+            // A malformed --head is a usage error, not a failed check or a runtime fault.
+            let known = match head.as_deref().map(parse_head).transpose() {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return Ok(Code::Usage);
+                }
+            };
             let (report, source) = match file {
                 Some(path) => {
                     let f =
@@ -98,6 +118,7 @@ pub fn run(home: &Path, out: &Output, cmd: LedgerCommand) -> Result<Code> {
         }
         LedgerCommand::Export { out: path } => {
             let ledger = open_existing(&database_path(home))?;
+            let to_stdout = path.is_none();
             let n = match path {
                 None => {
                     let stdout = std::io::stdout();
@@ -106,10 +127,11 @@ pub fn run(home: &Path, out: &Output, cmd: LedgerCommand) -> Result<Code> {
                 }
                 Some(path) => export_atomically(&ledger, &path)?,
             };
-            if out.json {
-                out.print_json(&serde_json::json!({ "exported": n }));
-            } else {
-                eprintln!("exported {n} entries");
+            match (out.json, to_stdout) {
+                // The entries on stdout are already JSON Lines; a summary object would break
+                // the stream, so the count goes to stderr as in text mode.
+                (true, false) => out.print_json(&serde_json::json!({ "exported": n })),
+                _ => eprintln!("exported {n} entries"),
             }
             Ok(Code::Success)
         }

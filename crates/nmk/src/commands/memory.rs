@@ -23,8 +23,14 @@ const ACTOR: &str = "user";
 
 /// `nmk memory …`
 #[derive(Debug, Subcommand)]
+#[command(
+    after_help = "Examples:\n  nmk memory put city Paris\n  nmk memory get city\n  nmk memory list\n  nmk memory consult --json"
+)]
 pub enum MemoryCommand {
     /// Print a live entry's value (and its metadata with --json).
+    #[command(
+        after_help = "Examples:\n  nmk memory get city\n  nmk memory get city --json --no-touch"
+    )]
     Get {
         /// The key.
         key: String,
@@ -34,6 +40,9 @@ pub enum MemoryCommand {
     },
     /// Write a value: JSON if it parses as JSON, else the text as a string. A different live
     /// value is superseded and kept as history.
+    #[command(
+        after_help = "Examples:\n  nmk memory put city Paris\n  nmk memory put limits '{\"max\": 3}' --kind config --pin\n  nmk memory put session-note \"back at 3\" --ttl 3600 --json"
+    )]
     Put {
         /// The key (keys starting with `__` are the kernel's).
         key: String,
@@ -54,24 +63,33 @@ pub enum MemoryCommand {
         ttl: Option<u64>,
     },
     /// Live entries, pinned first, then newest.
+    #[command(after_help = "Examples:\n  nmk memory list\n  nmk memory list --limit 10 --json")]
     List {
         /// Most entries to print.
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
     /// Delete a key (a tombstone; its history is kept).
+    #[command(after_help = "Examples:\n  nmk memory delete city\n  nmk memory delete city --json")]
     Delete {
         /// The key.
         key: String,
     },
     /// A key's past values, oldest first.
+    #[command(
+        after_help = "Examples:\n  nmk memory history city\n  nmk memory history city --json"
+    )]
     History {
         /// The key.
         key: String,
     },
     /// Size of the store against its cap.
+    #[command(after_help = "Examples:\n  nmk memory stats\n  nmk memory stats --json")]
     Stats,
     /// What the kernel reads before each request: the governance object, recent entries, stats.
+    #[command(
+        after_help = "Examples:\n  nmk memory consult\n  nmk memory consult --limit 3 --json"
+    )]
     Consult {
         /// Most recent entries to read.
         #[arg(long, default_value_t = 10)]

@@ -14,22 +14,35 @@ use crate::exit::Code;
 
 /// Model subcommands.
 #[derive(Debug, Subcommand)]
+#[command(
+    after_help = "Examples:\n  nmk model list\n  nmk model pull smollm2-135m-instruct\n  nmk model info qwen2.5-coder-0.5b-instruct"
+)]
 pub enum ModelCommand {
     /// The models nmk can fetch, and whether each is cached.
+    #[command(after_help = "Examples:\n  nmk model list\n  nmk model list --json")]
     List,
     /// Fetch a model into the cache (resumable, hash-verified). A cached, verified model needs
     /// no network.
+    #[command(
+        after_help = "Examples:\n  nmk model pull smollm2-135m-instruct\n  nmk model pull qwen2.5-coder-0.5b-instruct --json"
+    )]
     Pull {
         /// A registered name (see `nmk model list`).
         name: String,
     },
     /// Architecture, shapes, quantization mix, tokenizer and chat template of a model.
+    #[command(
+        after_help = "Examples:\n  nmk model info smollm2-135m-instruct\n  nmk model info ./model.gguf --json"
+    )]
     Info {
         /// A registered name or a path to a .gguf file.
         model: String,
     },
     /// Write a small random-weight Mixture-of-Experts GGUF (no tokenizer) to prove the MoE
     /// mechanisms on (`nmk prove --gguf FILE`): no pretrained MoE can be fetched here.
+    #[command(
+        after_help = "Examples:\n  nmk model synth --out /tmp/tiny-moe.gguf\n  nmk model synth --arch mixtral --out /tmp/mixtral.gguf --json"
+    )]
     Synth {
         /// Architecture: mixtral, qwen2moe, qwen3moe, olmoe or granitemoe.
         #[arg(long, default_value = "qwen2moe")]

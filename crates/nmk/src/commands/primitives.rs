@@ -22,19 +22,31 @@ use crate::exit::Code;
 
 /// `nmk primitives …`
 #[derive(Debug, Subcommand)]
+#[command(
+    after_help = "Examples:\n  nmk primitives list\n  nmk primitives show gcd\n  nmk primitives call gcd \"[12, 18]\""
+)]
 pub enum PrimitivesCommand {
     /// Learned primitives (after their re-check) and the built-in catalogue.
+    #[command(
+        after_help = "Examples:\n  nmk primitives list\n  nmk primitives list --regate --json"
+    )]
     List {
         /// Re-gate every learned primitive under a fresh seed (slower), not only its hashes.
         #[arg(long)]
         regate: bool,
     },
     /// A primitive's code, hashes, gate counts and provenance.
+    #[command(
+        after_help = "Examples:\n  nmk primitives show gcd\n  nmk primitives show is_prime --json"
+    )]
     Show {
         /// The entry name.
         entry: String,
     },
     /// Calls a primitive with a JSON array of arguments and prints the result as JSON.
+    #[command(
+        after_help = "Examples:\n  nmk primitives call gcd \"[12, 18]\"\n  nmk primitives call count_letter '[\"banana\", \"a\"]' --json\n  nmk primitives call my_learned_entry \"[7]\" --regate"
+    )]
     Call {
         /// The entry name.
         entry: String,

@@ -19,9 +19,12 @@ use crate::exit::Code;
 
 /// Options of `nmk prove`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  nmk prove\n  nmk prove --model qwen2.5-coder-0.5b-instruct --json\n  nmk prove --gguf ./model.gguf --report proof.json --steps 8"
+)]
 pub struct ProveArgs {
     /// A registered model name (fetched into the cache if needed) or a path to a .gguf file.
-    #[arg(long, short, default_value = "smollm2-135m-instruct")]
+    #[arg(long, short, default_value = crate::config::DEFAULT_MODEL)]
     model: String,
     /// A GGUF file to prove on (overrides --model).
     #[arg(long)]

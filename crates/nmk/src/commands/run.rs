@@ -25,7 +25,7 @@ use nmk_neural::entry_head::TappedPrefill;
 #[derive(Debug, Args)]
 pub struct ModelArgs {
     /// A registered model name or a path to a .gguf file.
-    #[arg(long, short, default_value = "smollm2-135m-instruct")]
+    #[arg(long, short, default_value = crate::config::DEFAULT_MODEL)]
     pub model: String,
     /// Threads for the matrix kernels (results do not depend on it).
     #[arg(long, default_value_t = 1)]
@@ -34,6 +34,9 @@ pub struct ModelArgs {
 
 /// Options of `nmk run`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  nmk run \"Name the capital city of France.\"\n  nmk run \"what is the gcd of 12 and 18\"\n  nmk run --no-route \"is 97 prime\"\n  nmk run --raw --max-tokens 8 \"The capital of France is\"\n  nmk run --shape-json \"Give a JSON object with keys name and age.\"\n  nmk run --temp 0.7 --seed 3 --json \"Write a haiku about rust.\"\n  NMK_MODEL=qwen2.5-coder-0.5b-instruct nmk run \"Write hello world in C.\""
+)]
 pub struct RunArgs {
     #[command(flatten)]
     model: ModelArgs,
@@ -86,6 +89,9 @@ pub struct RunArgs {
 
 /// Options of `nmk tokenize`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  nmk tokenize \"Hello, world\"\n  nmk tokenize --json --no-special \"<|im_start|>\"\n  nmk tokenize -m qwen2.5-coder-0.5b-instruct \"fn main() {}\""
+)]
 pub struct TokenizeArgs {
     #[command(flatten)]
     model: ModelArgs,

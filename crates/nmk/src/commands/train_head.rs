@@ -21,6 +21,9 @@ use crate::head_trainer::{TrainConfig, train};
 
 /// Options of `nmk train-head`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  nmk train-head\n  nmk train-head --layers 9,15 --epochs 200 --json\n  nmk train-head --model smollm2-135m-instruct --out my-model.head"
+)]
 pub struct TrainHeadArgs {
     #[command(flatten)]
     model: ModelArgs,
@@ -247,6 +250,8 @@ pub fn run(home: &Path, out: &Output, args: &TrainHeadArgs) -> Result<Code> {
     let m = load(&args.model, out.json)?;
     let binding = ParkBinding::of(m.model())?;
     let layers = &args.layers;
+    let hide = super::progress::hidden(out.json);
+    let reading = super::progress::spinner("reading the prompts' activations".into(), hide);
     let train_set = features(
         &m,
         head_prompts::generate(Split::Train, args.per_class, args.seed),
@@ -258,6 +263,7 @@ pub fn run(home: &Path, out: &Output, args: &TrainHeadArgs) -> Result<Code> {
         layers,
     )?;
     let adv = features(&m, head_prompts::adversarial(), layers)?;
+    reading.finish_and_clear();
     let features_s = t0.elapsed().as_secs_f64();
     let cfg = TrainConfig {
         epochs: args.epochs,
@@ -268,7 +274,9 @@ pub fn run(home: &Path, out: &Output, args: &TrainHeadArgs) -> Result<Code> {
     // the held-out templates are only reported, never chosen on.
     let mut sweep = Vec::new();
     let mut best: Option<(usize, f64)> = None;
+    let bar = super::progress::bar(layers.len() as u64, "layers", hide);
     for &layer in layers {
+        bar.set_message(format!("training at block {layer}"));
         let validation = |i: usize| train_set.prompts[i].template % 5 == 4;
         let (xf, yf) = at_layer(&train_set, layer, |i| !validation(i));
         let (xv, yv) = at_layer(&train_set, layer, validation);
@@ -280,7 +288,9 @@ pub fn run(home: &Path, out: &Output, args: &TrainHeadArgs) -> Result<Code> {
         if best.is_none_or(|(_, b)| val > b) {
             best = Some((layer, val));
         }
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     let Some((layer, _)) = best else {
         bail!("no layer trained");
     };
