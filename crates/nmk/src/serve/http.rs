@@ -1,8 +1,9 @@
 //! The HTTP face of `nmk serve`: axum routes, OpenAI-style JSON errors, bearer-token auth,
 //! the body-size cap, back-pressure (a full queue is 429 with `Retry-After`, a server shutting
-//! down is 503) and per-request deadlines (504). Model requests go to the kernel thread; the
-//! kernel read endpoints open their own read handles on the kernel home, as the CLI does. This
-//! module never routes, generates or writes the ledger itself.
+//! down is 503) and per-request deadlines (504). Model requests go to the kernel thread, gap
+//! submissions to the learner; the kernel read endpoints open their own read handles on the
+//! kernel home, as the CLI does. This module never routes, generates, judges or writes the
+//! ledger itself.
 
 use std::convert::Infallible;
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! `nmk serve`: an OpenAI-compatible HTTP server in front of the kernel. Chat and text
-//! completions (whole or streamed as server-sent events), the model list, and kernel read
-//! endpoints (ledger, its verification, primitives, memory). Every request is routed by the
+//! completions (whole or streamed as server-sent events), the model list, kernel read
+//! endpoints (ledger, its verification, primitives and their admission proofs, memory), and gap
+//! submission (the learner gates a program, or has a model write one). Every request is routed by the
 //! kernel first (a proven primitive answers with zero model tokens), else the model answers
 //! through the per-token gate and the commit trap; the kernel's account rides in an extra
 //! `nmk` object that OpenAI clients ignore.
@@ -17,7 +18,7 @@
 //!
 //! This module owns the arguments, the runtime and the shutdown order: stop accepting, let
 //! in-flight requests finish (their ledger entries are written before their responses), drain
-//! the kernel thread, exit 0.
+//! the kernel and model threads, let a gap being judged finish (its verdict is ledgered), exit 0.
 
 mod http;
 mod kernel_api;
