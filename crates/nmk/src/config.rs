@@ -91,7 +91,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "learn.model",
         env: "NMK_LEARN_MODEL",
-        targets: &[(&["learn"], "model")],
+        targets: &[(&["learn"], "model"), (&["serve"], "learn_model")],
     },
     Setting {
         key: "serve.host",
@@ -107,6 +107,11 @@ pub const SETTINGS: &[Setting] = &[
         key: "serve.max_queue",
         env: "NMK_SERVE_MAX_QUEUE",
         targets: &[(&["serve"], "max_queue")],
+    },
+    Setting {
+        key: "serve.max_lanes",
+        env: "NMK_SERVE_MAX_LANES",
+        targets: &[(&["serve"], "max_lanes")],
     },
     Setting {
         key: "serve.max_tokens",
@@ -195,6 +200,7 @@ struct ServeFile {
     host: Option<String>,
     port: Option<u16>,
     max_queue: Option<usize>,
+    max_lanes: Option<usize>,
     max_tokens: Option<usize>,
     deadline_s: Option<u64>,
 }
@@ -215,6 +221,7 @@ impl FileConfig {
             "serve.host" => text(&self.serve.host),
             "serve.port" => text(&self.serve.port),
             "serve.max_queue" => text(&self.serve.max_queue),
+            "serve.max_lanes" => text(&self.serve.max_lanes),
             "serve.max_tokens" => text(&self.serve.max_tokens),
             "serve.deadline_s" => text(&self.serve.deadline_s),
             _ => None,
@@ -600,7 +607,7 @@ mod tests {
     #[test]
     fn every_setting_has_a_file_key() {
         let full = "model='a'\nthreads=2\n[run]\nmax_tokens=1\ntemperature=0.5\nseed=3\n\
-                    [learn]\nmodel='b'\n[serve]\nhost='h'\nport=1\nmax_queue=1\nmax_tokens=1\n\
+                    [learn]\nmodel='b'\n[serve]\nhost='h'\nport=1\nmax_queue=1\nmax_lanes=1\nmax_tokens=1\n\
                     deadline_s=1\n";
         let f = parse(Path::new("f"), full).unwrap();
         for s in SETTINGS {
