@@ -140,6 +140,10 @@ pub struct LaneRun<'m> {
     stream: TextStream<'m>,
     checks: Vec<Value>,
     prompt_ids: Vec<u32>,
+    /// Prompt tokens prefilled so far.
+    prefilled: usize,
+    /// Prompt tokens prefilled per step while the prompt is not in.
+    chunk: usize,
     prefill_s: f64,
     decode_started: Instant,
 }
@@ -165,6 +169,31 @@ impl<'m> LaneRun<'m> {
         prefilled: Option<Prefilled>,
         prompt_ids: Option<Vec<u32>>,
     ) -> Result<LaneRun<'m>> {
+        let mut run = LaneRun::queued(proposer, request, gate, prompt_ids, usize::MAX)?;
+        match prefilled {
+            Some(p) if p.session.tokens() == run.prompt_ids.as_slice() => {
+                run.session = p.session;
+                run.prefilled = run.prompt_ids.len();
+                run.prefill_s = p.prefill_s;
+            }
+            _ => {
+                run.prefill_next()?;
+            }
+        }
+        Ok(run)
+    }
+
+    /// Like [`LaneRun::start`] without a prefilled session, but nothing runs yet: the prompt is
+    /// prefilled `chunk` tokens per [`LaneRun::step`], so that a long prompt joining a server's
+    /// lanes delays the others' next tokens by one chunk per round, not by its whole prefill.
+    /// (Logits do not depend on how a prefill is split, so neither does the answer.)
+    pub fn queued(
+        proposer: &'m NeuralProposer,
+        request: &LaneRequest<'_>,
+        gate: OutputGate,
+        prompt_ids: Option<Vec<u32>>,
+        chunk: usize,
+    ) -> Result<LaneRun<'m>> {
         let m = proposer.model();
         let ids = match prompt_ids {
             Some(ids) => ids,
@@ -180,32 +209,49 @@ impl<'m> LaneRun<'m> {
             .into());
         }
         let checks: Vec<Value> = gate.check_names().into_iter().map(Value::str).collect();
-        let (session, prefill_s) = match prefilled {
-            Some(p) if p.session.tokens() == ids.as_slice() => (p.session, p.prefill_s),
-            _ => {
-                let mut session = m.session(request.seed)?;
-                let t0 = Instant::now();
-                session.prefill(&ids)?;
-                let _ = session.logits()?;
-                (session, t0.elapsed().as_secs_f64())
-            }
-        };
         Ok(LaneRun {
             proposer,
-            session,
+            session: m.session(request.seed)?,
             gate: KernelTokenGate::new(gate, m.tokenizer()),
             stream: m.stream(request.max_tokens, &request.sampling),
             checks,
             prompt_ids: ids,
-            prefill_s,
+            prefilled: 0,
+            chunk: chunk.max(1),
+            prefill_s: 0.0,
             decode_started: Instant::now(),
         })
     }
 
-    /// Generates at most one token through the per-token gate (accepted text to `on_text`);
-    /// returns whether the generation has ended. Nothing is released: the text is judged whole
-    /// by [`LaneRun::finish`].
+    /// Prefills the next chunk of the prompt (the last one also computes the logits of the
+    /// first position to generate).
+    fn prefill_next(&mut self) -> Result<()> {
+        let t0 = Instant::now();
+        let end = self
+            .prefilled
+            .saturating_add(self.chunk)
+            .min(self.prompt_ids.len());
+        if let Some(chunk) = self.prompt_ids.get(self.prefilled..end) {
+            self.session.prefill(chunk)?;
+        }
+        self.prefilled = end;
+        if end == self.prompt_ids.len() {
+            let _ = self.session.logits()?;
+            self.decode_started = Instant::now();
+        }
+        self.prefill_s += t0.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Prefills the next chunk of a queued prompt, or once the prompt is in, generates at most
+    /// one token through the per-token gate (accepted text to `on_text`); returns whether the
+    /// generation has ended. Nothing is released: the text is judged whole by
+    /// [`LaneRun::finish`].
     pub fn step(&mut self, on_text: &mut dyn FnMut(&str)) -> Result<bool> {
+        if self.prefilled < self.prompt_ids.len() {
+            self.prefill_next()?;
+            return Ok(false);
+        }
         Ok(self
             .stream
             .step(&mut self.session, &mut self.gate, on_text)?)

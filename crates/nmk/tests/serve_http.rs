@@ -690,3 +690,74 @@ fn a_gap_submitted_without_a_program_is_written_by_the_learning_model() {
     );
     assert_eq!(get(a, "/v1/nmk/ledger/verify").json()["ok"], true);
 }
+
+/// Streams a long answer and, once it is under way, sends a request with a long prompt;
+/// returns the longest pause between the stream's events while the long prompt joined, and
+/// the stream's own token count.
+fn longest_pause_while_a_long_prompt_joins(addr: &str) -> (f64, u64) {
+    use common::server::send;
+    let mut stream_body = user("Write a long story about a lighthouse.", 256);
+    stream_body["stream"] = json!(true);
+    let mut open = send(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        &stream_body.to_string(),
+        Duration::from_secs(170),
+    )
+    .unwrap();
+    assert_eq!(open.status, 200);
+    for _ in 0..8 {
+        open.next_event().unwrap().unwrap();
+    }
+    // About 550 prompt tokens.
+    let long = format!(
+        "{} Summarise the text above in one word.",
+        "The quick brown fox jumps over the lazy dog near the river bank. ".repeat(40)
+    );
+    let addr2 = addr.to_owned();
+    let joining = std::thread::spawn(move || chat(&addr2, &user(&long, 4)));
+    let mut last = std::time::Instant::now();
+    let mut longest = 0.0f64;
+    let mut tokens = 0;
+    while let Some(data) = open.next_event().unwrap() {
+        longest = longest.max(last.elapsed().as_secs_f64());
+        last = std::time::Instant::now();
+        if data != "[DONE]" {
+            let v: Value = serde_json::from_str(&data).unwrap();
+            if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
+                tokens = n;
+            }
+        }
+    }
+    let joined = joining.join().unwrap();
+    assert_eq!(joined.status, 200, "{}", joined.body);
+    assert!(joined.json()["usage"]["prompt_tokens"].as_u64().unwrap() > 400);
+    (longest, tokens)
+}
+
+#[test]
+fn a_long_prompt_joins_the_lanes_without_stalling_the_others() {
+    let home = tempfile::tempdir().unwrap();
+    let srv = Server::start(home.path(), &["--max-tokens", "256"]);
+    let (chunked, tokens) = longest_pause_while_a_long_prompt_joins(&srv.addr);
+    drop(srv);
+    // Contrast: the same prompt prefilled in one piece holds every other lane for its whole
+    // prefill.
+    let home = tempfile::tempdir().unwrap();
+    let srv = Server::start(
+        home.path(),
+        &["--max-tokens", "256", "--prefill-chunk", "100000"],
+    );
+    let (whole, _) = longest_pause_while_a_long_prompt_joins(&srv.addr);
+    eprintln!(
+        "longest pause of a {tokens}-token stream while a ~550-token prompt joined: {chunked:.2} s chunked by 32, {whole:.2} s in one piece"
+    );
+    assert!(
+        tokens > 64,
+        "the stream ended before the long prompt joined"
+    );
+    assert!(whole > 1.0, "{whole}");
+    assert!(chunked < 0.5 * whole, "{chunked} vs {whole}");
+}

@@ -120,6 +120,15 @@ pub struct Job {
     pub sink: Sink,
 }
 
+/// How the model thread decodes.
+#[derive(Debug, Clone, Copy)]
+pub struct Lanes {
+    /// Requests decoded at once.
+    pub max: usize,
+    /// Prompt tokens a joining request prefills per round.
+    pub prefill_chunk: usize,
+}
+
 /// A request the kernel routed to the model lane, on its way to the model thread.
 struct ModelJob {
     id: String,
@@ -139,7 +148,7 @@ pub fn spawn(
     model: &str,
     threads: usize,
     queue: usize,
-    lanes: usize,
+    lanes: Lanes,
     routes_changed: Arc<AtomicU64>,
 ) -> Result<(mpsc::Sender<Job>, JoinHandle<()>)> {
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(queue.max(1));
@@ -202,7 +211,7 @@ fn spawn_model_thread(
     ledger: Ledger,
     model: &str,
     threads: usize,
-    lanes: usize,
+    lanes: Lanes,
     waiting: Arc<AtomicUsize>,
 ) -> Result<(std::sync::mpsc::Sender<ModelJob>, JoinHandle<()>)> {
     let path = crate::commands::model::resolve_with_progress(model, true)?;
@@ -211,7 +220,7 @@ fn spawn_model_thread(
     let handle = std::thread::Builder::new()
         .name("nmk-model".into())
         .spawn(move || {
-            decode_lanes(&ledger, &proposer, &rx, lanes.max(1), &waiting);
+            decode_lanes(&ledger, &proposer, &rx, lanes, &waiting);
             tracing::info!("model thread: drained, stopping");
         })
         .context("starting the model thread")?;
@@ -224,9 +233,9 @@ struct ActiveLane<'m> {
     run: LaneRun<'m>,
 }
 
-/// Fair decoding: between rounds, free lanes take waiting requests in arrival order (each is
-/// prefilled as it joins); a round then advances every lane by exactly one gated token, in the
-/// order they joined, so no request waits more than one round for its next token however long
+/// Fair decoding: between rounds, free lanes take waiting requests in arrival order; a round
+/// then advances every lane by one step, in the order they joined — a chunk of its prompt
+/// while the prompt is not in, else exactly one gated token — so no request waits more than one round for its next token however long
 /// the others are. A lane whose deadline passed or whose client left is cut before its next
 /// token (not judged, as in `answer_streaming`); a finished lane is judged whole by the commit
 /// trap and its reply sent at once. Ends when the channel is closed and every lane finished.
@@ -234,15 +243,16 @@ fn decode_lanes(
     ledger: &Ledger,
     proposer: &NeuralProposer,
     jobs: &std::sync::mpsc::Receiver<ModelJob>,
-    lanes: usize,
+    lanes: Lanes,
     waiting: &AtomicUsize,
 ) {
     use std::sync::mpsc::TryRecvError;
+    let max = lanes.max.max(1);
     let mut active: std::collections::VecDeque<ActiveLane<'_>> =
-        std::collections::VecDeque::with_capacity(lanes);
+        std::collections::VecDeque::with_capacity(max);
     let mut open = true;
     loop {
-        while open && active.len() < lanes {
+        while open && active.len() < max {
             let next = if active.is_empty() {
                 jobs.recv().ok()
             } else {
@@ -261,7 +271,7 @@ fn decode_lanes(
                 finish_job(job, Err(ApiError::deadline()));
                 continue;
             }
-            match start_lane(proposer, &job) {
+            match start_lane(proposer, &job, lanes.prefill_chunk) {
                 Ok(run) => active.push_back(ActiveLane { job, run }),
                 Err(e) => finish_job(job, Err(e)),
             }
@@ -492,7 +502,12 @@ fn lane_request(ask: &Validated) -> LaneRequest<'_> {
     }
 }
 
-fn start_lane<'m>(proposer: &'m NeuralProposer, job: &ModelJob) -> Result<LaneRun<'m>, ApiError> {
+/// The lane of `job`, its prompt queued to be prefilled `chunk` tokens per round.
+fn start_lane<'m>(
+    proposer: &'m NeuralProposer,
+    job: &ModelJob,
+    chunk: usize,
+) -> Result<LaneRun<'m>, ApiError> {
     let gate = crate::token_gate::build_gate(&[], false, None)
         .map_err(|e| ApiError::internal(format!("building the token gate: {e}")))?;
     let prompt_ids = match &job.ask.ask {
@@ -510,7 +525,7 @@ fn start_lane<'m>(proposer: &'m NeuralProposer, job: &ModelJob) -> Result<LaneRu
         }
         Ask::Raw(_) => None,
     };
-    LaneRun::start(proposer, &lane_request(&job.ask), gate, None, prompt_ids).map_err(lane_error)
+    LaneRun::queued(proposer, &lane_request(&job.ask), gate, prompt_ids, chunk).map_err(lane_error)
 }
 
 fn finish_lane(ledger: &Ledger, job: &ModelJob, run: LaneRun<'_>) -> Result<Reply, ApiError> {

@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// more wait in the queue.
     #[arg(long, default_value_t = 8)]
     max_lanes: usize,
+    /// Prompt tokens a joining request prefills per round, so that a long prompt delays the
+    /// other lanes' next tokens by one chunk, not by its whole prefill.
+    #[arg(long, default_value_t = 32)]
+    prefill_chunk: usize,
     /// Most tokens one request may generate (a request asking for more gets 400).
     #[arg(long, default_value_t = 512)]
     max_tokens: usize,
@@ -90,7 +94,7 @@ pub fn run(home: &Path, args: &ServeArgs) -> Result<Code> {
         || args.deadline_s == 0
     {
         bail!(
-            "--max-queue, --max-lanes, --max-tokens, --max-gaps and --deadline-s must be at least 1"
+            "--max-queue, --max-lanes, --prefill-chunk, --max-tokens, --max-gaps and --deadline-s must be at least 1"
         );
     }
     let routes_changed = Arc::new(AtomicU64::new(0));
@@ -99,7 +103,10 @@ pub fn run(home: &Path, args: &ServeArgs) -> Result<Code> {
         &args.model.model,
         args.model.threads,
         args.max_queue,
-        args.max_lanes,
+        kernel_thread::Lanes {
+            max: args.max_lanes,
+            prefill_chunk: args.prefill_chunk,
+        },
         routes_changed.clone(),
     )?;
     let (learner, learner_thread) = learner::spawn(
