@@ -14,8 +14,8 @@
 
 mod common;
 use common::server::{
-    MODEL, Server, ledger_hashes_on_disk, missing_entries, never_written_hash, quantile,
-    read_chat_stream, send, user,
+    MODEL, Server, ledger_hashes_on_disk, missing_entries, never_written_hash, post_chat, quantile,
+    read_chat_stream, user,
 };
 
 use std::collections::BTreeMap;
@@ -84,15 +84,7 @@ fn one_request(
     tally: &Mutex<Tally>,
 ) -> Result<Option<Answer>, String> {
     let t0 = Instant::now();
-    let open = send(
-        addr,
-        "POST",
-        "/v1/chat/completions",
-        &[],
-        &body.to_string(),
-        Duration::from_secs(170),
-    )
-    .map_err(|e| format!("transport: {e}"))?;
+    let open = post_chat(addr, body, Duration::from_secs(170))?;
     match open.status {
         200 => {}
         429 | 503 => {

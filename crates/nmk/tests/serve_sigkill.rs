@@ -10,8 +10,8 @@
 
 mod common;
 use common::server::{
-    Server, ledger_hashes_on_disk, missing_entries, never_written_hash, read_chat_stream, request,
-    send, user, verify_on_disk,
+    Server, ledger_hashes_on_disk, missing_entries, never_written_hash, post_chat,
+    read_chat_stream, request, user, verify_on_disk,
 };
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -64,15 +64,7 @@ fn ack_of(nmk: &Value, streamed: bool) -> Result<Ack, String> {
 /// One request to its complete response, or why it is not one.
 fn exchange(addr: &str, body: &Value, streamed: bool) -> Result<Ack, String> {
     let t0 = Instant::now();
-    let open = send(
-        addr,
-        "POST",
-        "/v1/chat/completions",
-        &[],
-        &body.to_string(),
-        Duration::from_secs(120),
-    )
-    .map_err(|e| format!("transport: {e}"))?;
+    let open = post_chat(addr, body, Duration::from_secs(120))?;
     if open.status != 200 {
         let status = open.status;
         let body = open.finish().map(|r| r.body).unwrap_or_default();

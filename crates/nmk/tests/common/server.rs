@@ -277,6 +277,20 @@ pub fn send(
     })
 }
 
+/// Sends a chat request and reads the response head; a transport error is returned as text
+/// (under load or a kill it is an outcome to count, not a test failure by itself).
+pub fn post_chat(addr: &str, body: &Value, timeout: Duration) -> Result<Open, String> {
+    send(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        &body.to_string(),
+        timeout,
+    )
+    .map_err(|e| format!("transport: {e}"))
+}
+
 /// One whole request (the test fails on a transport error).
 pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
     send(addr, method, path, headers, body, Duration::from_secs(170))
