@@ -3,6 +3,7 @@
 //! Owns argument parsing, output formatting (human tables or `--json`), logging set-up and exit
 //! codes. It wires the planes together and is the only place `anyhow` is used.
 
+mod account;
 mod commands;
 mod config;
 mod exit;

@@ -14,6 +14,7 @@ use nmk_neural::text::{PromptMode, TextModel};
 use super::Output;
 use super::learned::value_json;
 use super::model::resolve_with_progress;
+use crate::account::Account;
 use crate::exit::Code;
 use crate::head_lane::{self, HeadLookup, HeadRun};
 use crate::model_lane::{LaneRequest, Prefilled};
@@ -294,22 +295,14 @@ fn memory_note(routed: &Routed) -> String {
 fn report_primitive(out: &Output, routed: &Routed, a: &Answered, head: &serde_json::Value) -> Code {
     let e = &a.ledger_entry;
     if out.json {
-        out.print_json(&serde_json::json!({
-            "route": a.route,
-            "route_kind": a.kind.as_str(),
+        out.print_json(&Account::primitive(routed, a).json_with(serde_json::json!({
             "text": a.text,
             "answer": value_json(&a.value),
             "args": a.args.iter().map(value_json).collect::<Vec<_>>(),
-            "verification": a.verification.as_str(),
-            "level": a.level.as_str(),
-            "tokens": 0,
-            "ledger_entry": e.hash.to_hex(),
-            "ledger_seq": e.seq,
-            "committed": true,
             "memory": memory_json(routed),
             "route_decision": decision_json(routed),
             "head": head,
-        }));
+        })));
     } else {
         println!("{}", a.text);
         eprintln!(
@@ -379,38 +372,26 @@ fn model_lane(
     let tokens = c.ids.len();
     let prefill_tps = c.prompt_ids.len() as f64 / c.prefill_s.max(1e-9);
     let decode_tps = c.ids.len() as f64 / c.decode_s.max(1e-9);
-    let (entry_hash, entry_seq) = match &d.ledger_entry {
-        Some(e) => (Some(e.hash.to_hex()), Some(e.seq)),
-        None => (None, None),
-    };
+    let entry_seq = d.ledger_entry.as_ref().map(|e| e.seq);
     if out.json {
-        out.print_json(&serde_json::json!({
-            "route": MODEL_LANE,
-            "route_kind": MODEL_LANE,
-            "route_reason": lane_reason,
-            "model": args.model.model,
-            "text": &c.text,
-            "output": &d.output,
-            "committed": d.committed(),
-            "action": d.action.as_str(),
-            "reason": &d.reason,
-            "verification": d.verification.as_str(),
-            "level": d.level.as_str(),
-            "tokens": tokens,
-            "ledger_entry": entry_hash,
-            "ledger_seq": entry_seq,
-            "prompt_ids": &c.prompt_ids,
-            "ids": &c.ids,
-            "stop": format!("{:?}", c.stop),
-            "prefill_s": c.prefill_s,
-            "decode_s": c.decode_s,
-            "prefill_tokens_per_s": prefill_tps,
-            "decode_tokens_per_s": decode_tps,
-            "gate": lane.gate_summary,
-            "memory": memory_json(routed),
-            "route_decision": decision_json(routed),
-            "head": head_report,
-        }));
+        out.print_json(
+            &Account::model_lane(lane_reason, &lane).json_with(serde_json::json!({
+                "model": args.model.model,
+                "text": &c.text,
+                "output": &d.output,
+                "prompt_ids": &c.prompt_ids,
+                "ids": &c.ids,
+                "stop": format!("{:?}", c.stop),
+                "prefill_s": c.prefill_s,
+                "decode_s": c.decode_s,
+                "prefill_tokens_per_s": prefill_tps,
+                "decode_tokens_per_s": decode_tps,
+                "gate": lane.gate_summary,
+                "memory": memory_json(routed),
+                "route_decision": decision_json(routed),
+                "head": head_report,
+            })),
+        );
     } else {
         if let Some(text) = &d.output {
             println!("{text}");

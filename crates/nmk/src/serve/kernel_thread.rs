@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
 use nmk_kernel::ledger::Ledger;
-use nmk_kernel::router::{Answered, MODEL_LANE, Outcome, Routed};
+use nmk_kernel::router::{Answered, Outcome, Routed};
 use nmk_neural::engine::{SamplingParams, StopReason};
 use nmk_neural::text::{PromptMode, TextError};
 use nmk_neural::tokenizer::ChatMessage;
@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::http::ApiError;
 use super::openai::{Ask, Validated};
+use crate::account::Account;
 use crate::model_lane::{Cancelled, LaneRequest, LaneRun};
 use crate::proposer::NeuralProposer;
 use crate::route_lane::Front;
@@ -458,25 +459,16 @@ fn split_request(ask: &Validated) -> (&str, bool) {
 }
 
 fn primitive_reply(routed: &Routed, a: &Answered) -> Reply {
+    let account = Account::primitive(routed, a);
     Reply {
-        released: Some(a.text.clone()),
+        nmk: account.json_with(json!({
+            "memory_entry": routed.memory.entry.hash.to_hex(),
+            "decision_entry": routed.decision_entry.hash.to_hex(),
+        })),
+        released: account.released,
         finish: Finish::Stop,
         prompt_tokens: 0,
         completion_tokens: 0,
-        nmk: json!({
-            "route": a.route,
-            "route_kind": a.kind.as_str(),
-            "route_reason": routed.decision.reason,
-            "verification": a.verification.as_str(),
-            "level": a.level.as_str(),
-            "ledger_entry": a.ledger_entry.hash.to_hex(),
-            "ledger_seq": a.ledger_entry.seq,
-            "primitive": true,
-            "committed": true,
-            "reason": "answered by a verified primitive",
-            "memory_entry": routed.memory.entry.hash.to_hex(),
-            "decision_entry": routed.decision_entry.hash.to_hex(),
-        }),
     }
 }
 
@@ -536,8 +528,9 @@ fn finish_lane(ledger: &Ledger, job: &ModelJob, run: LaneRun<'_>) -> Result<Repl
         })
         .map_err(lane_error)?;
     let (routed, lane_reason) = (&job.routed, job.lane_reason.as_str());
-    let (c, d) = (&lane.completion, &lane.decision);
-    let finish = if !d.committed() {
+    let c = &lane.completion;
+    let account = Account::model_lane(lane_reason, &lane);
+    let finish = if !account.committed {
         Finish::Withheld
     } else if c.stop == StopReason::MaxTokens {
         Finish::Length
@@ -545,31 +538,16 @@ fn finish_lane(ledger: &Ledger, job: &ModelJob, run: LaneRun<'_>) -> Result<Repl
         Finish::Stop
     };
     Ok(Reply {
-        released: if d.committed() {
-            d.output.clone()
-        } else {
-            None
-        },
-        finish,
-        prompt_tokens: c.prompt_ids.len(),
-        completion_tokens: c.ids.len(),
-        nmk: json!({
-            "route": MODEL_LANE,
-            "route_kind": MODEL_LANE,
-            "route_reason": lane_reason,
-            "verification": d.verification.as_str(),
-            "level": d.level.as_str(),
-            "ledger_entry": d.ledger_entry.as_ref().map(|e| e.hash.to_hex()),
-            "ledger_seq": d.ledger_entry.as_ref().map(|e| e.seq),
-            "primitive": false,
-            "committed": d.committed(),
-            "action": d.action.as_str(),
-            "reason": d.reason,
+        nmk: account.json_with(json!({
             "stop": format!("{:?}", c.stop),
             "gate": lane.gate_summary,
             "memory_entry": routed.memory.entry.hash.to_hex(),
             "decision_entry": routed.decision_entry.hash.to_hex(),
-        }),
+        })),
+        released: account.released,
+        finish,
+        prompt_tokens: c.prompt_ids.len(),
+        completion_tokens: c.ids.len(),
     })
 }
 

@@ -31,10 +31,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use nmk_det::ValidationLevel;
-use nmk_kernel::ledger::Action;
 use nmk_kernel::router::{Answered, MODEL_LANE, Outcome, Routed};
-use nmk_kernel::verification::Verification;
 use nmk_neural::engine::SamplingParams;
 use nmk_neural::text::PromptMode;
 use serde_json::json;
@@ -42,6 +39,7 @@ use serde_json::json;
 use super::Output;
 use super::model::resolve_with_progress;
 use super::run::ModelArgs;
+use crate::account::{Account, CANCELLED};
 use crate::exit::Code;
 use crate::model_lane::{Cancelled, LaneRequest, answer_streaming};
 use crate::proposer::NeuralProposer;
@@ -54,10 +52,6 @@ const MAX_LINE_BYTES: usize = 64 * 1024;
 
 /// Hex digits of a ledger hash shown in a status line.
 const SHORT_HASH: usize = 16;
-
-/// The `action` of an answer cut before the commit trap judged it (not a ledger action: no
-/// commit entry is written for it).
-const CANCELLED: &str = "cancelled";
 
 const HELP: &str = "commands: /help (this), /reset (forget the conversation, keep --system), \
 /history (print the conversation), /quit (or end of input)";
@@ -215,18 +209,8 @@ struct Chat<'a> {
 /// What the kernel did with one message, for the status line and the JSON line.
 struct Answer<'r> {
     request: &'r str,
-    released: Option<String>,
-    route: &'r str,
-    route_reason: &'r str,
-    verification: &'static str,
-    level: &'static str,
-    /// Model tokens generated; unknown for an answer cut before it was whole.
-    tokens: Option<usize>,
+    account: Account,
     prompt_tokens: usize,
-    ledger: Option<(u64, String)>,
-    committed: bool,
-    action: &'static str,
-    reason: String,
     history_dropped: usize,
     t0: Instant,
 }
@@ -257,17 +241,8 @@ impl Chat<'_> {
         });
         self.report(&Answer {
             request,
-            released: Some(a.text.clone()),
-            route: &a.route,
-            route_reason: &routed.decision.reason,
-            verification: a.verification.as_str(),
-            level: a.level.as_str(),
-            tokens: Some(0),
+            account: Account::primitive(routed, a),
             prompt_tokens: 0,
-            ledger: Some((a.ledger_entry.seq, a.ledger_entry.hash.to_hex())),
-            committed: true,
-            action: Action::Commit.as_str(),
-            reason: "answered by a verified primitive".into(),
             history_dropped: 0,
             t0,
         });
@@ -334,57 +309,41 @@ impl Chat<'_> {
         if streamed {
             println!();
         }
-        let mut answer = Answer {
-            request,
-            released: None,
-            route: MODEL_LANE,
-            route_reason,
-            verification: Verification::Unverified.as_str(),
-            level: ValidationLevel::None.as_str(),
-            tokens: None,
-            prompt_tokens,
-            ledger: None,
-            committed: false,
-            action: CANCELLED,
-            reason: String::new(),
-            history_dropped: fitted.dropped,
-            t0,
-        };
         let lane = match lane {
             Ok(lane) => lane,
             Err(e) if e.downcast_ref::<Cancelled>().is_some() => {
-                answer.reason = format!("Ctrl-C: {e}; not kept");
-                self.report(&answer);
+                self.report(&Answer {
+                    request,
+                    account: Account::cut(route_reason, format!("Ctrl-C: {e}; not kept")),
+                    prompt_tokens,
+                    history_dropped: fitted.dropped,
+                    t0,
+                });
                 return Ok(());
             }
             Err(e) => return Err(e.context("the model lane failed")),
         };
-        let (c, d) = (&lane.completion, &lane.decision);
-        answer.verification = d.verification.as_str();
-        answer.level = d.level.as_str();
-        answer.tokens = Some(c.ids.len());
-        answer.ledger = d.ledger_entry.as_ref().map(|e| (e.seq, e.hash.to_hex()));
-        answer.committed = d.committed();
-        answer.action = d.action.as_str();
-        answer.reason = d.reason.clone();
-        answer.released = if d.committed() {
-            d.output.clone()
-        } else {
-            None
-        };
-        if !d.committed() && !json {
+        let account = Account::model_lane(route_reason, &lane);
+        if !account.committed && !json {
             println!(
                 "[withheld: the text above was NOT released by the commit trap ({} {}); it is not kept in the history]",
-                d.action, d.reason
+                account.action, account.reason
             );
         }
-        if let Some(text) = &answer.released {
+        if let Some(text) = &account.released {
             self.history.push(Exchange {
                 user: request.to_owned(),
                 assistant: text.clone(),
                 route: MODEL_LANE.to_owned(),
             });
         }
+        let answer = Answer {
+            request,
+            account,
+            prompt_tokens,
+            history_dropped: fitted.dropped,
+            t0,
+        };
         self.report(&answer);
         Ok(())
     }
@@ -392,30 +351,21 @@ impl Chat<'_> {
     /// The status line (text) or the JSON line of one answer.
     fn report(&self, a: &Answer<'_>) {
         let latency_ms = a.t0.elapsed().as_secs_f64() * 1e3;
+        let acc = &a.account;
         if self.out.json {
-            emit(&json!({
+            emit(&acc.json_with(json!({
                 "kind": "answer",
                 "request": a.request,
-                "text": a.released,
-                "route": a.route,
-                "route_reason": a.route_reason,
-                "verification": a.verification,
-                "level": a.level,
-                "tokens": a.tokens,
+                "text": acc.released,
                 "prompt_tokens": a.prompt_tokens,
                 "latency_ms": latency_ms,
-                "ledger_seq": a.ledger.as_ref().map(|l| l.0),
-                "ledger_entry": a.ledger.as_ref().map(|l| &l.1),
-                "committed": a.committed,
-                "action": a.action,
-                "reason": a.reason,
                 "history_dropped": a.history_dropped,
                 // Counted after this answer was kept (or not).
                 "history_exchanges": self.history.exchanges().len(),
-            }));
+            })));
             return;
         }
-        let ledger = a.ledger.as_ref().map_or_else(
+        let ledger = acc.ledger.as_ref().map_or_else(
             || "no commit entry".to_owned(),
             |(seq, hash)| {
                 format!(
@@ -424,17 +374,17 @@ impl Chat<'_> {
                 )
             },
         );
-        let outcome = if a.committed {
+        let outcome = if acc.committed {
             String::new()
-        } else if a.action == CANCELLED {
-            format!(" · cut by {}", a.reason)
+        } else if acc.action == CANCELLED {
+            format!(" · cut by {}", acc.reason)
         } else {
-            format!(" · withheld: {} {}", a.action, a.reason)
+            format!(" · withheld: {} {}", acc.action, acc.reason)
         };
-        let tokens = a.tokens.map_or_else(|| "?".to_owned(), |t| t.to_string());
+        let tokens = acc.tokens.map_or_else(|| "?".to_owned(), |t| t.to_string());
         println!(
             "[route {} · verification {} ({}) · {tokens} tokens · {latency_ms:.0} ms · {ledger}{outcome}]",
-            a.route, a.verification, a.level
+            acc.route, acc.verification, acc.level
         );
     }
 

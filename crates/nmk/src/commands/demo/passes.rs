@@ -12,11 +12,12 @@ use std::time::Instant;
 
 use anyhow::Result;
 use nmk_kernel::output_gate::OutputGate;
-use nmk_kernel::router::{MODEL_LANE, Outcome};
+use nmk_kernel::router::Outcome;
 use nmk_neural::engine::{AcceptAll, SamplingParams};
 use nmk_neural::text::PromptMode;
 
 use super::workload::{Expected, Request, states};
+use crate::account::Account;
 use crate::model_lane::{self, LaneRequest};
 use crate::proposer::NeuralProposer;
 use crate::route_lane::Front;
@@ -114,15 +115,18 @@ pub fn kernel_pass(
     for &request in requests {
         let t = Instant::now();
         let routed = front.route(request.text, false)?;
-        let row = match routed.outcome {
-            Outcome::Answered(a) => Row {
-                by_primitive: true,
-                verification: Some(a.verification.as_str().to_owned()),
-                level: Some(a.level.as_str().to_owned()),
-                answer: Some(a.text.clone()),
-                ledger_seq: Some(a.ledger_entry.seq),
-                ..Row::new(request, a.route.clone(), t.elapsed().as_micros())
-            },
+        let row = match &routed.outcome {
+            Outcome::Answered(a) => {
+                let acc = Account::primitive(&routed, a);
+                Row {
+                    by_primitive: true,
+                    verification: Some(acc.verification.to_owned()),
+                    level: Some(acc.level.to_owned()),
+                    answer: acc.released,
+                    ledger_seq: acc.ledger.map(|l| l.0),
+                    ..Row::new(request, acc.route, t.elapsed().as_micros())
+                }
+            }
             Outcome::ModelLane { reason } => {
                 let lane = model_lane::answer(
                     &front.ledger,
@@ -131,16 +135,16 @@ pub fn kernel_pass(
                     OutputGate::new(),
                     None,
                 )?;
-                let d = &lane.decision;
+                let acc = Account::model_lane(reason, &lane);
                 Row {
-                    lane_reason: Some(reason),
-                    verification: Some(d.verification.as_str().to_owned()),
-                    level: Some(d.level.as_str().to_owned()),
+                    lane_reason: Some(reason.clone()),
+                    verification: Some(acc.verification.to_owned()),
+                    level: Some(acc.level.to_owned()),
                     model_tokens: lane.completion.ids.len(),
-                    answer: d.output.clone(),
-                    withheld: (!d.committed()).then(|| format!("{}: {}", d.action, d.reason)),
-                    ledger_seq: d.ledger_entry.as_ref().map(|e| e.seq),
-                    ..Row::new(request, MODEL_LANE.to_owned(), t.elapsed().as_micros())
+                    withheld: (!acc.committed).then(|| format!("{}: {}", acc.action, acc.reason)),
+                    answer: acc.released,
+                    ledger_seq: acc.ledger.map(|l| l.0),
+                    ..Row::new(request, acc.route, t.elapsed().as_micros())
                 }
             }
         }
