@@ -129,6 +129,30 @@ pub fn answer_streaming(
     run.finish(ledger, request, on_text)
 }
 
+/// The prompt ids of `request` (`prompt_ids` when given), refused when they and `max_tokens` do
+/// not fit the model's context.
+fn prompt_of(
+    proposer: &NeuralProposer,
+    request: &LaneRequest<'_>,
+    prompt_ids: Option<Vec<u32>>,
+) -> Result<Vec<u32>> {
+    let m = proposer.model();
+    let ids = match prompt_ids {
+        Some(ids) => ids,
+        None => m.encode(request.prompt, request.mode)?,
+    };
+    let context = m.model().config().n_ctx_train as u64;
+    if (ids.len() + request.max_tokens) as u64 > context {
+        return Err(TextError::ContextOverflow {
+            prompt: ids.len(),
+            max_tokens: request.max_tokens,
+            context,
+        }
+        .into());
+    }
+    Ok(ids)
+}
+
 /// One model-lane answer in progress: the request is prefilled by [`LaneRun::start`], generated
 /// a token at a time by [`LaneRun::step`] (so a server can interleave many of them fairly), and
 /// judged whole by the commit trap in [`LaneRun::finish`]. Stepping to the end and finishing is
@@ -169,18 +193,21 @@ impl<'m> LaneRun<'m> {
         prefilled: Option<Prefilled>,
         prompt_ids: Option<Vec<u32>>,
     ) -> Result<LaneRun<'m>> {
-        let mut run = LaneRun::queued(proposer, request, gate, prompt_ids, usize::MAX)?;
+        let ids = prompt_of(proposer, request, prompt_ids)?;
         match prefilled {
-            Some(p) if p.session.tokens() == run.prompt_ids.as_slice() => {
-                run.session = p.session;
+            Some(p) if p.session.tokens() == ids.as_slice() => {
+                let mut run = LaneRun::new(proposer, request, gate, ids, usize::MAX, p.session);
                 run.prefilled = run.prompt_ids.len();
                 run.prefill_s = p.prefill_s;
+                Ok(run)
             }
             _ => {
+                let session = proposer.model().session(request.seed)?;
+                let mut run = LaneRun::new(proposer, request, gate, ids, usize::MAX, session);
                 run.prefill_next()?;
+                Ok(run)
             }
         }
-        Ok(run)
     }
 
     /// Like [`LaneRun::start`] without a prefilled session, but nothing runs yet: the prompt is
@@ -194,24 +221,24 @@ impl<'m> LaneRun<'m> {
         prompt_ids: Option<Vec<u32>>,
         chunk: usize,
     ) -> Result<LaneRun<'m>> {
+        let ids = prompt_of(proposer, request, prompt_ids)?;
+        let session = proposer.model().session(request.seed)?;
+        Ok(LaneRun::new(proposer, request, gate, ids, chunk, session))
+    }
+
+    fn new(
+        proposer: &'m NeuralProposer,
+        request: &LaneRequest<'_>,
+        gate: OutputGate,
+        ids: Vec<u32>,
+        chunk: usize,
+        session: Session,
+    ) -> LaneRun<'m> {
         let m = proposer.model();
-        let ids = match prompt_ids {
-            Some(ids) => ids,
-            None => m.encode(request.prompt, request.mode)?,
-        };
-        let context = m.model().config().n_ctx_train as u64;
-        if (ids.len() + request.max_tokens) as u64 > context {
-            return Err(TextError::ContextOverflow {
-                prompt: ids.len(),
-                max_tokens: request.max_tokens,
-                context,
-            }
-            .into());
-        }
         let checks: Vec<Value> = gate.check_names().into_iter().map(Value::str).collect();
-        Ok(LaneRun {
+        LaneRun {
             proposer,
-            session: m.session(request.seed)?,
+            session,
             gate: KernelTokenGate::new(gate, m.tokenizer()),
             stream: m.stream(request.max_tokens, &request.sampling),
             checks,
@@ -220,7 +247,7 @@ impl<'m> LaneRun<'m> {
             chunk: chunk.max(1),
             prefill_s: 0.0,
             decode_started: Instant::now(),
-        })
+        }
     }
 
     /// Prefills the next chunk of the prompt (the last one also computes the logits of the
