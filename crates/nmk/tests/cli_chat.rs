@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::nmk;
+use common::{nmk, nmk_command};
 
 use std::io::Write;
 use std::path::Path;
@@ -18,12 +18,9 @@ const FOLLOW_UP: &str = "What is the population of that city?";
 
 /// Runs `nmk chat args…` on `home` with `input` on its stdin.
 fn chat(home: &Path, args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nmk"))
+    let mut child = nmk_command(home)
         .arg("chat")
         .args(args)
-        .env("NMK_HOME", home)
-        .env_remove("RUST_LOG")
-        .env_remove("NMK_SANDBOX_WORKER")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -269,11 +266,8 @@ fn wait_for(rx: &std::sync::mpsc::Receiver<Vec<u8>>, seen: &mut Vec<u8>, needle:
 fn ctrl_c_cuts_a_generation_unjudged_and_ends_an_idle_chat() {
     let home = tempfile::tempdir().unwrap();
     let story = "Write a long story about a dragon who learns to bake bread.";
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nmk"))
+    let mut child = nmk_command(home.path())
         .args(["chat", "--max-tokens", "200"])
-        .env("NMK_HOME", home.path())
-        .env_remove("RUST_LOG")
-        .env_remove("NMK_SANDBOX_WORKER")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

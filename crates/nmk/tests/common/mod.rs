@@ -6,15 +6,20 @@ pub mod server;
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// Runs `nmk args…` with `home` as its kernel home, logging and worker-role variables cleared.
-pub fn nmk(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nmk"))
-        .args(args)
-        .env("NMK_HOME", home)
+/// The `nmk` binary with `home` as its kernel home and the logging, worker-role and API-key
+/// variables cleared, ready for arguments.
+pub fn nmk_command(home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nmk"));
+    c.env("NMK_HOME", home)
         .env_remove("RUST_LOG")
         .env_remove("NMK_SANDBOX_WORKER")
-        .output()
-        .unwrap()
+        .env_remove("NMK_API_KEY");
+    c
+}
+
+/// Runs `nmk args…` on `home` (see [`nmk_command`]) to its end.
+pub fn nmk(home: &Path, args: &[&str]) -> Output {
+    nmk_command(home).args(args).output().unwrap()
 }
 
 /// The JSON `nmk` printed, or a panic showing what it printed instead.

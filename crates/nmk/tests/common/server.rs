@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{json as cli_json, nmk};
+use super::{json as cli_json, nmk, nmk_command};
 
 /// The model every acceptance test serves (fetched into the cache by the binary if needed).
 pub const MODEL: &str = "smollm2-135m-instruct";
@@ -28,13 +28,9 @@ pub struct Server {
 impl Server {
     /// Starts `nmk serve --port 0 --model MODEL extra…` on `home` and waits for its address.
     pub fn start(home: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_nmk"))
+        let mut child = nmk_command(home)
             .args(["serve", "--port", "0", "--model", MODEL])
             .args(extra)
-            .env("NMK_HOME", home)
-            .env_remove("RUST_LOG")
-            .env_remove("NMK_API_KEY")
-            .env_remove("NMK_SANDBOX_WORKER")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
